@@ -1,0 +1,50 @@
+"""boto3 clients for the backend in force: the embedded cloud (started on demand) or AWS.
+
+Everything in ``picsel_nb`` gets its clients here, so a notebook runs unchanged on both
+backends: on ``local`` the client points at the embedded cloud with dummy credentials, on
+``aws`` it is a plain boto3 client using the default credential chain (profile, SSO, env, role).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+
+from picsel_nb.localcloud.process import LocalCloud
+from picsel_nb.settings import LOCAL_CREDENTIALS, get_settings
+
+
+def client(service: str, region: str | None = None, **kwargs: Any):
+    """A boto3 client of ``service`` for the backend in force (the local cloud started if off)."""
+    return _session(region).client(service, **_endpoint(), **kwargs)
+
+
+def resource(service: str, region: str | None = None, **kwargs: Any):
+    """A boto3 resource of ``service`` for the backend in force (the local cloud started if off)."""
+    return _session(region).resource(service, **_endpoint(), **kwargs)
+
+
+def local_session(region: str | None = None) -> boto3.Session:
+    """A boto3 session with the embedded cloud's dummy credentials."""
+    return boto3.Session(
+        aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=region or get_settings().region,
+    )
+
+
+def _session(region: str | None) -> boto3.Session:
+    settings = get_settings()
+    if settings.backend == "aws":
+        return boto3.Session(region_name=region or settings.region)
+    return local_session(region)
+
+
+def _endpoint() -> dict[str, str]:
+    """``endpoint_url`` of the embedded cloud, started when not running; nothing on AWS."""
+    settings = get_settings()
+    if settings.backend == "aws":
+        return {}
+    LocalCloud.from_settings().ensure_running()
+    return {"endpoint_url": settings.endpoint_url}

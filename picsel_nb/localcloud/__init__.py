@@ -1,0 +1,1 @@
+"""The embedded cloud: moto behind a layer that executes what moto only stores."""

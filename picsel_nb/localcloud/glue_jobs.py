@@ -1,0 +1,437 @@
+"""Glue jobs that run: ``StartJobRun`` executes the job's script from S3 in a local Python process.
+
+moto stores jobs (CreateJob, GetJob, BatchGetJobs pass through to it) but its runs report
+SUCCEEDED without running anything. Here a run downloads ``Command.ScriptLocation`` from the
+embedded S3, runs it with this interpreter as a Python shell job would run, with the job's
+``DefaultArguments`` overlaid by the run's ``Arguments`` (then ``NonOverridableArguments``) as
+``--key value`` argv plus Glue's own ``--JOB_ID``/``--JOB_RUN_ID``/``--JOB_NAME``, and reports the
+real state: STARTING → RUNNING → SUCCEEDED | FAILED | TIMEOUT | STOPPED.
+
+Local stand-ins, documented in the README's "local vs AWS" table:
+- ``awsglue`` is the hand-written shim in ``glue_runtime/`` (``getResolvedOptions`` only).
+- ``--extra-py-files`` and S3 wheels in ``--additional-python-modules`` are downloaded and put on
+  ``PYTHONPATH``; a package *name* there is accepted only when already installed in this venv
+  (the venv stands in for Glue's preinstalled libraries; nothing is pip-installed).
+- stdout/stderr stream line by line to ``/aws-glue/jobs/output`` and ``/aws-glue/jobs/error``,
+  stream = run id, as Glue writes them.
+- Each finished run emits ``Glue``/``JobRunsSucceeded`` or ``JobRunsFailed`` (FAILED or TIMEOUT),
+  dimension ``JobName``, value 1: a local convenience metric for alarms. On AWS one alarms on
+  EventBridge "Glue Job State Change" events or on the job's ``glue.driver.*`` metrics instead.
+- A Timeout minute lasts ``PICSEL_GLUE_MINUTE_SECONDS`` seconds (default 60; tests shorten it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import math
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path, PurePosixPath
+
+from moto.core.serialize import XFormedAttributePicker, get_serializer_class
+from moto.core.utils import get_service_model
+from moto.s3.exceptions import MissingBucket
+from packaging.requirements import InvalidRequirement, Requirement
+
+from picsel_nb.localcloud import backends
+from picsel_nb.localcloud.router import AwsRequest, AwsResponse, Router
+from picsel_nb.settings import LOCAL_CREDENTIALS
+
+RUNTIME_PATH = Path(__file__).with_name("glue_runtime")
+LOG_GROUP = "/aws-glue/jobs"
+OUTPUT_LOG_GROUP = "/aws-glue/jobs/output"
+ERROR_LOG_GROUP = "/aws-glue/jobs/error"
+METRIC_NAMESPACE = "Glue"
+DEFAULT_TIMEOUT_MINUTES = 2880  # Glue's default job timeout (48 h)
+ACTIVE_STATES = ("STARTING", "RUNNING", "STOPPING", "WAITING")
+FAILURE_STATES = ("FAILED", "TIMEOUT")
+
+_runs: dict[str, JobRun] = {}
+_lock = threading.RLock()  # guards _runs and every run's mutable fields
+_log_lock = threading.Lock()  # moto's log backend is not thread-safe
+
+
+def install(router: Router) -> None:
+    """Answer the job-run operations of Glue; everything else about jobs stays in moto."""
+    router.intercept("glue", "StartJobRun", start_job_run)
+    router.intercept("glue", "GetJobRun", get_job_run)
+    router.intercept("glue", "GetJobRuns", get_job_runs)
+    router.intercept("glue", "BatchStopJobRun", batch_stop_job_run)
+
+
+def glue_response(operation: str, result: dict) -> AwsResponse:
+    """A Glue API answer serialised exactly as moto serialises its own (shapes, timestamps)."""
+    model = get_service_model("glue")
+    serializer = get_serializer_class("glue", model.protocol)(
+        operation_model=model.operation_model(operation), value_picker=XFormedAttributePicker()
+    )
+    out = serializer.serialize(result)
+    return AwsResponse(out["status_code"], dict(out["headers"]), out["body"].encode())
+
+
+class JobSetupError(Exception):
+    """The run could not start (script or library missing): the run FAILS with this message."""
+
+
+@dataclass
+class JobRun:
+    """One run of a Glue job, as GetJobRun reports it, plus the process executing it."""
+
+    id: str
+    job_name: str
+    region: str
+    endpoint: str  # the embedded cloud's URL, which the script's boto3 clients call back
+    arguments: dict[str, str]  # the run's own Arguments (what AWS reports)
+    resolved: dict[str, str]  # DefaultArguments < Arguments < NonOverridableArguments
+    script_location: str | None
+    timeout: int  # minutes
+    max_retries: int
+    attempt: int = 0
+    previous_run_id: str | None = None
+    worker_type: str | None = None
+    number_of_workers: int | None = None
+    max_capacity: float | None = None
+    glue_version: str | None = None
+    execution_class: str | None = None
+    state: str = "STARTING"
+    error_message: str | None = None
+    started_on: datetime = field(default_factory=lambda: datetime.now(UTC))
+    last_modified_on: datetime = field(default_factory=lambda: datetime.now(UTC))
+    completed_on: datetime | None = None
+    running_since: float | None = None  # time.monotonic() when the process started
+    execution_time: int = 0
+    process: subprocess.Popen | None = None
+    stop_requested: bool = False
+
+    def set_state(self, state: str, message: str | None = None) -> None:
+        """Move to ``state`` (under the lock), stamping the modification time."""
+        self.state, self.error_message = state, message
+        self.last_modified_on = datetime.now(UTC)
+
+    def as_dict(self) -> dict:
+        """The JobRun structure of GetJobRun."""
+        elapsed = self.execution_time
+        if self.running_since is not None and self.state in ACTIVE_STATES:
+            elapsed = math.ceil(time.monotonic() - self.running_since)
+        return {
+            "Id": self.id, "Attempt": self.attempt, "PreviousRunId": self.previous_run_id,
+            "JobName": self.job_name, "JobMode": "SCRIPT", "StartedOn": self.started_on,
+            "LastModifiedOn": self.last_modified_on, "CompletedOn": self.completed_on,
+            "JobRunState": self.state, "Arguments": self.arguments,
+            "ErrorMessage": self.error_message, "PredecessorRuns": [],
+            "ExecutionTime": elapsed, "Timeout": self.timeout, "MaxCapacity": self.max_capacity,
+            "WorkerType": self.worker_type, "NumberOfWorkers": self.number_of_workers,
+            "LogGroupName": LOG_GROUP, "GlueVersion": self.glue_version,
+            "ExecutionClass": self.execution_class,
+        }
+
+
+def start_job_run(req: AwsRequest) -> AwsResponse | None:
+    """Register a run and execute it in the background; ConcurrentRunsExceeded like Glue."""
+    job = backends.backend("glue", req.region).jobs.get(req.params.get("JobName"))
+    if job is None:
+        return None  # moto answers EntityNotFoundException
+    with _lock:
+        active = [r for r in _runs.values() if r.region == req.region
+                  and r.job_name == job.name and r.state in ACTIVE_STATES]
+        if len(active) >= (job.execution_property or {}).get("MaxConcurrentRuns", 1):
+            return AwsResponse.json_error("ConcurrentRunsExceededException",
+                                          f"Concurrent runs exceeded for {job.name}")
+        previous = _runs.get(req.params.get("JobRunId") or "")
+        run = _new_run(job, req.region, f"http://{req.headers.get('host')}", req.params, previous)
+        _runs[run.id] = run
+    _launch(run)
+    return glue_response("StartJobRun", {"JobRunId": run.id})
+
+
+def get_job_run(req: AwsRequest) -> AwsResponse | None:
+    """The real state of a run; EntityNotFoundException for an id this job never had."""
+    with _lock:
+        run = _find(req.region, req.params.get("JobName"), req.params.get("RunId"))
+        if run is not None:
+            return glue_response("GetJobRun", {"JobRun": run.as_dict()})
+    if req.params.get("JobName") not in backends.backend("glue", req.region).jobs:
+        return None  # moto answers EntityNotFoundException for the job
+    return AwsResponse.json_error("EntityNotFoundException",
+                                  f"Job run {req.params.get('RunId')} not found")
+
+
+def get_job_runs(req: AwsRequest) -> AwsResponse | None:
+    """The job's runs, newest first, paginated with MaxResults/NextToken."""
+    name = req.params.get("JobName")
+    if name not in backends.backend("glue", req.region).jobs:
+        return None
+    start = int(req.params.get("NextToken") or 0)
+    size = int(req.params.get("MaxResults") or 100)
+    with _lock:
+        runs = sorted((r for r in _runs.values() if r.region == req.region and r.job_name == name),
+                      key=lambda r: r.started_on, reverse=True)
+        page = [r.as_dict() for r in runs[start:start + size]]
+    token = str(start + size) if start + size < len(runs) else None
+    return glue_response("GetJobRuns", {"JobRuns": page, "NextToken": token})
+
+
+def batch_stop_job_run(req: AwsRequest) -> AwsResponse:
+    """Stop runs by killing their process (→ STOPPED); per-run errors like Glue's."""
+    name = req.params.get("JobName")
+    stopped, errors = [], []
+    for run_id in req.params.get("JobRunIds") or []:
+        with _lock:
+            run = _find(req.region, name, run_id)
+            if run is None or run.state not in ACTIVE_STATES:
+                code, message = (("EntityNotFoundException", f"Job run {run_id} not found")
+                                 if run is None else ("InvalidInputException",
+                                 f"Job run {run_id} cannot be stopped in state {run.state}"))
+                errors.append({"JobName": name, "JobRunId": run_id,
+                               "ErrorDetail": {"ErrorCode": code, "ErrorMessage": message}})
+                continue
+            run.stop_requested = True
+            run.set_state("STOPPING")
+            if run.process is not None:
+                _kill(run.process)
+        stopped.append({"JobName": name, "JobRunId": run_id})
+    return glue_response("BatchStopJobRun", {"SuccessfulSubmissions": stopped, "Errors": errors})
+
+
+def _find(region: str, job_name: str | None, run_id: str | None) -> JobRun | None:
+    run = _runs.get(run_id or "")
+    return run if run is not None and run.region == region and run.job_name == job_name else None
+
+
+def _new_run(job, region: str, endpoint: str, params: dict, previous: JobRun | None) -> JobRun:
+    """A run of moto's ``job`` with StartJobRun ``params`` (a retry when ``previous`` is given)."""
+    arguments = dict(params.get("Arguments") or {})
+    return JobRun(
+        id=f"jr_{secrets.token_hex(32)}",
+        job_name=job.name,
+        region=region,
+        endpoint=endpoint,
+        arguments=arguments,
+        resolved={**(job.default_arguments or {}), **arguments,
+                  **(job.non_overridable_arguments or {})},
+        script_location=(job.command or {}).get("ScriptLocation"),
+        timeout=params.get("Timeout") or job.timeout or DEFAULT_TIMEOUT_MINUTES,
+        max_retries=job.max_retries or 0,
+        attempt=previous.attempt + 1 if previous else 0,
+        previous_run_id=previous.id if previous else None,
+        worker_type=params.get("WorkerType") or job.worker_type,
+        number_of_workers=params.get("NumberOfWorkers") or job.number_of_workers,
+        max_capacity=params.get("MaxCapacity") or job.max_capacity,
+        glue_version=job.glue_version,
+        execution_class=params.get("ExecutionClass") or job.execution_class,
+    )
+
+
+def _launch(run: JobRun) -> None:
+    threading.Thread(target=_execute, args=(run,), name=f"glue-{run.id[:11]}", daemon=True).start()
+
+
+def _execute(run: JobRun) -> None:
+    """The whole life of a run: fetch script and libraries, run, supervise, record the end."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"{run.id[:11]}-"))
+    try:
+        script, pythonpath = _prepare(run, workdir)
+        process = _spawn(run, script, pythonpath, workdir)
+        if process is None:
+            _finish(run, "STOPPED")
+        else:
+            _finish(run, *_supervise(run, process))
+    except JobSetupError as exc:
+        _finish(run, "FAILED", str(exc))
+    except Exception as exc:  # noqa: BLE001 — the run must end, never hang in RUNNING
+        _finish(run, "FAILED", f"Internal error of the embedded cloud: {exc!r}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _prepare(run: JobRun, workdir: Path) -> tuple[Path, list[str]]:
+    """Download the script and the run's extra Python files; the PYTHONPATH they need."""
+    if not run.script_location:
+        raise JobSetupError("The job's Command has no ScriptLocation")
+    script = _download(run.script_location, workdir)
+    libdir = workdir / "pylib"
+    pythonpath = [str(RUNTIME_PATH)]
+    for location in _csv(run.resolved.get("--extra-py-files")):
+        pythonpath.append(_importable(_download(location, libdir)))
+    for item in _csv(run.resolved.get("--additional-python-modules")):
+        if item.startswith("s3://"):
+            pythonpath.append(_importable(_download(item, libdir)))
+        else:
+            _require_installed(item)
+    return script, list(dict.fromkeys(pythonpath))
+
+
+def _csv(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+def _download(location: str, directory: Path) -> Path:
+    """Copy ``s3://bucket/key`` from the embedded S3 into ``directory``."""
+    if not location.startswith("s3://"):
+        raise JobSetupError(f"{location} is not an S3 path (s3://bucket/key)")
+    bucket, _, key = location[5:].partition("/")
+    try:
+        body = backends.read_object(bucket, key)
+    except (KeyError, MissingBucket):
+        raise JobSetupError(f"{location} does not exist") from None
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / PurePosixPath(key).name
+    path.write_bytes(body)
+    return path
+
+
+def _importable(path: Path) -> str:
+    """What goes on sys.path for a library file: a zip/wheel/egg itself, a .py its folder."""
+    return str(path.parent if path.suffix == ".py" else path)
+
+
+def _require_installed(spec: str) -> None:
+    """Accept a requirement already satisfied by this venv (Glue would pip-install it)."""
+    try:
+        requirement = Requirement(spec)
+    except InvalidRequirement:
+        raise JobSetupError(f"--additional-python-modules: {spec!r} is not a valid requirement") \
+            from None
+    try:
+        installed = metadata.version(requirement.name)
+    except metadata.PackageNotFoundError:
+        installed = None
+    if installed is None or not requirement.specifier.contains(installed, prereleases=True):
+        raise JobSetupError(
+            f"--additional-python-modules: {spec} is not installed in the local environment "
+            f"(found {installed or 'none'}); the embedded cloud installs nothing, add it to the venv"
+        )
+
+
+def _spawn(run: JobRun, script: Path, pythonpath: list[str], workdir: Path):
+    """Start the script as Glue would (argv, environment); None when stopped before starting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    inherited = env.get("PYTHONPATH", "")
+    env.update(LOCAL_CREDENTIALS)
+    env.update({
+        "AWS_ENDPOINT_URL": run.endpoint, "AWS_REGION": run.region,
+        "AWS_DEFAULT_REGION": run.region, "AWS_EC2_METADATA_DISABLED": "true",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(pythonpath + [p for p in inherited.split(os.pathsep) if p]),
+    })
+    with _lock:
+        if run.stop_requested:
+            return None
+        run.process = subprocess.Popen(
+            [sys.executable, str(script), *_argv(run)], cwd=workdir, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        run.running_since = time.monotonic()
+        run.set_state("RUNNING")
+        return run.process
+
+
+def _argv(run: JobRun) -> list[str]:
+    """The job arguments as ``--key value`` pairs, then the ones Glue itself adds."""
+    args = {key if key.startswith("--") else f"--{key}": value for key, value in run.resolved.items()}
+    args.setdefault("--job-bookmark-option", "job-bookmark-disable")
+    job_id = "j_" + hashlib.sha256(f"{run.region}:{run.job_name}".encode()).hexdigest()
+    args.update({"--JOB_ID": job_id, "--JOB_RUN_ID": run.id, "--JOB_NAME": run.job_name})
+    return [part for pair in args.items() for part in pair]
+
+
+def _supervise(run: JobRun, process: subprocess.Popen) -> tuple[str, str | None]:
+    """Stream the output to CloudWatch Logs until the process ends or times out; the outcome."""
+    stderr_tail: deque[str] = deque(maxlen=20)
+    pumps = [
+        threading.Thread(target=_pump, args=(process.stdout, run, OUTPUT_LOG_GROUP, None)),
+        threading.Thread(target=_pump, args=(process.stderr, run, ERROR_LOG_GROUP, stderr_tail)),
+    ]
+    for pump in pumps:
+        pump.start()
+    limit = run.timeout * float(os.environ.get("PICSEL_GLUE_MINUTE_SECONDS", "60"))
+    timed_out = False
+    try:
+        code = process.wait(timeout=max(0.0, limit - (time.monotonic() - run.running_since)))
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        code, timed_out = process.wait(), True
+    for pump in pumps:
+        pump.join()
+    if run.stop_requested:
+        return "STOPPED", None
+    if timed_out:
+        return "TIMEOUT", f"Job run timed out after {run.timeout} minutes (the job's Timeout)"
+    if code == 0:
+        return "SUCCEEDED", None
+    return "FAILED", stderr_tail[-1] if stderr_tail else f"Command failed with exit code {code}"
+
+
+def _pump(stream, run: JobRun, group: str, tail: deque | None) -> None:
+    """Copy each line of ``stream`` to the run's log stream as soon as it is written."""
+    with stream:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if not line.strip():
+                continue
+            if tail is not None:
+                tail.append(line.strip())
+            with _log_lock:
+                backends.write_logs(run.region, group, run.id, [line])
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """Kill the script and anything it started (it leads its own process group)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@atexit.register
+def _kill_all() -> None:
+    """Kill the scripts still running when the embedded cloud exits (none is left orphaned)."""
+    with _lock:
+        for run in _runs.values():
+            if run.process is not None:
+                _kill(run.process)
+
+
+def _finish(run: JobRun, state: str, message: str | None = None) -> None:
+    """Record the end of a run, emit its metric, and retry a failure while MaxRetries allows."""
+    with _lock:
+        if run.stop_requested and state == "FAILED":
+            state, message = "STOPPED", None
+        run.set_state(state, message)
+        run.completed_on = run.last_modified_on
+        if run.running_since is not None:
+            run.execution_time = math.ceil(time.monotonic() - run.running_since)
+        run.process = None
+    if state in ("SUCCEEDED", *FAILURE_STATES):
+        metric = "JobRunsSucceeded" if state == "SUCCEEDED" else "JobRunsFailed"
+        backends.put_metrics(run.region, METRIC_NAMESPACE, [{
+            "MetricName": metric, "Value": 1.0, "Unit": "Count",
+            "Dimensions": [{"Name": "JobName", "Value": run.job_name}],
+        }])
+    if state == "FAILED" and run.attempt < run.max_retries:
+        _retry(run)
+
+
+def _retry(failed: JobRun) -> None:
+    """Start the next attempt of a failed run, as Glue does for a job with MaxRetries."""
+    job = backends.backend("glue", failed.region).jobs.get(failed.job_name)
+    if job is None:
+        return
+    params = {"Arguments": failed.arguments, "Timeout": failed.timeout}
+    with _lock:
+        run = _new_run(job, failed.region, failed.endpoint, params, failed)
+        _runs[run.id] = run
+    _launch(run)

@@ -1,0 +1,1 @@
+"""Provisioning helpers: one module per AWS resource family."""
