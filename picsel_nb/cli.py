@@ -1,7 +1,8 @@
 """The ``picsel`` command: the walkthrough's steps from a terminal, over the same functions.
 
 Each command registers itself with ``add_command(name, help, configure, run)``; ``run(args)``
-returns the exit code. ``picsel cloud start|stop|status`` manages the embedded cloud.
+returns the exit code. ``picsel cloud start|stop|status`` manages the embedded cloud; ``up``,
+``ingest``, ``process``, ``crawl``, ``demo`` and ``down`` run the pipeline's steps.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import time
 from collections.abc import Callable
 
 from picsel_nb.localcloud.process import CloudError, LocalCloud
-from picsel_nb.settings import get_settings
+from picsel_nb.settings import DEMO_END, DEMO_START, get_settings
+from picsel_nb.stack.context import get_stack
+from picsel_nb.stack.errors import StackError
 
 EXIT_NOT_RUNNING = 3  # as LSB init scripts report "program is not running"
 
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except CloudError as error:
+    except (CloudError, StackError, ValueError) as error:  # user-facing messages
         print(f"picsel: {error}", file=sys.stderr)
         return 1
 
@@ -101,6 +104,111 @@ def _cloud_status(cloud: LocalCloud) -> int:
 
 add_command("cloud", "manage the embedded local cloud (an AWS endpoint on 127.0.0.1)",
             _configure_cloud, _cloud)
+
+# --- picsel up | ingest | process | crawl | demo | down -----------------------------------------
+
+
+def _configure_nothing(parser: argparse.ArgumentParser) -> None:
+    """A command without arguments."""
+
+
+def _configure_days(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--start", help="first day, YYYY-MM-DD (default: the demo's, 2023-09-01)")
+    parser.add_argument("--end", help="last day, YYYY-MM-DD (default: --start; without either: "
+                                      "the demo's last day, 2023-09-03)")
+
+
+def _configure_process(parser: argparse.ArgumentParser) -> None:
+    _configure_days(parser)
+    parser.add_argument("--redo", action="store_true",
+                        help="recompute days whose products are already published")
+
+
+def _configure_down(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--yes", action="store_true",
+                        help="really delete (without it, only list what would be deleted)")
+
+
+def _span(args: argparse.Namespace) -> tuple[str, str]:
+    """(start, end) of --start/--end: the demo's days when neither is given."""
+    if args.start is None and args.end is None:
+        return DEMO_START.isoformat(), DEMO_END.isoformat()
+    start = args.start or args.end
+    return start, args.end or start
+
+
+def _up(args: argparse.Namespace) -> int:
+    from picsel_nb import pipeline
+
+    for kind, name in pipeline.provision(get_stack()).items():
+        print(f"{kind:<14} {name}")
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from picsel_nb import pipeline
+
+    rows = pipeline.ingest(get_stack(), *_span(args))
+    for row in rows:
+        print(f"{row['date']}  {row['status']:<8} {row['key'] or row['error']}")
+    return 0 if all(row["ok"] for row in rows) else 1
+
+
+def _process(args: argparse.Namespace) -> int:
+    from picsel_nb import pipeline
+
+    run = pipeline.process(get_stack(), *_span(args), redo=args.redo)
+    print(f"job run {run['run_id']}: {run['state']} in {run['duration_s'] or 0:.0f} s, "
+          f"{len(run['products'])} product files written")
+    if run["error"]:
+        print(run["error"], file=sys.stderr)
+    return 0 if run["state"] == "SUCCEEDED" else 1
+
+
+def _crawl(args: argparse.Namespace) -> int:
+    from picsel_nb import pipeline
+
+    outcome = pipeline.crawl(get_stack())
+    crawl = outcome["crawl"]
+    print(f"crawl {crawl['status']}" + (f": {crawl['error']}" if crawl["error"] else ""))
+    for table in outcome["tables"]:
+        print(f"table {table['name']}: {len(table['columns'])} columns, partitioned by "
+              f"{', '.join(table['partition_keys'])}, {len(table['partitions'])} partitions")
+    return 0 if crawl["status"] == "SUCCEEDED" else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from picsel_nb import pipeline
+
+    pipeline.demo()
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from picsel_nb.stack import teardown
+
+    stack = get_stack()
+    if not args.yes:
+        print("would delete:")
+        for kind, names in teardown.leftovers(stack).items():
+            print(f"  {kind:<12} {', '.join(names) or '-'}")
+        if not sys.stdin.isatty() or input("delete all of it? [y/N] ").strip().lower() != "y":
+            print("nothing deleted (pass --yes to delete without asking)")
+            return 2
+    teardown.teardown(stack, say=print)
+    return 0
+
+
+add_command("up", "create or update every resource of the pipeline", _configure_nothing, _up)
+add_command("ingest", "download ERA5-Land days into the input bucket (the Lambda)",
+            _configure_days, _ingest)
+add_command("process", "compute the daily contours of ingested days (the Glue job)",
+            _configure_process, _process)
+add_command("crawl", "catalog the contours as a table (the Glue crawler)", _configure_nothing,
+            _crawl)
+add_command("demo", "the whole pipeline for the demo's days, 2023-09-01..03, then the product URLs",
+            _configure_nothing, _demo)
+add_command("down", "delete everything the walkthrough created", _configure_down, _down)
 
 if __name__ == "__main__":
     sys.exit(main())

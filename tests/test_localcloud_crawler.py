@@ -211,7 +211,7 @@ def test_csv_is_classified_with_its_header_and_delimiter(cloud, catalog):
     assert table["Parameters"]["skip.header.line.count"] == "1"
 
 
-def test_start_while_running_is_refused_and_stop_cancels_the_crawl(cloud, catalog):
+def test_start_or_update_while_running_is_refused_and_stop_cancels_the_crawl(cloud, catalog):
     bucket, database = catalog
     rows = contour_rows("t2m", "2023-09-01", 20) * 1000  # 10 files of ~0.4 MB: ~0.5 s of crawl
     for index in range(10):
@@ -223,6 +223,9 @@ def test_start_while_running_is_refused_and_stop_cancels_the_crawl(cloud, catalo
     with pytest.raises(ClientError) as again:
         glue.start_crawler(Name=name)
     assert again.value.response["Error"]["Code"] == "CrawlerRunningException"
+    with pytest.raises(ClientError) as update:
+        glue.update_crawler(Name=name, TablePrefix="new_")
+    assert update.value.response["Error"]["Code"] == "CrawlerRunningException"
     glue.stop_crawler(Name=name)
     deadline = time.monotonic() + 60
     while (crawler := glue.get_crawler(Name=name)["Crawler"])["State"] != "READY":
@@ -231,6 +234,39 @@ def test_start_while_running_is_refused_and_stop_cancels_the_crawl(cloud, catalo
 
     assert crawler["LastCrawl"]["Status"] == "CANCELLED"
     assert [c["State"] for c in glue.list_crawls(CrawlerName=name)["Crawls"]] == ["STOPPED"]
+    assert "TablePrefix" not in crawler
+
+
+def test_update_changes_only_the_given_settings_and_the_next_crawl_uses_them(cloud, catalog):
+    bucket, database = catalog
+    put(cloud, bucket, "catalog/contours/variable=t2m/part-0000.json", b'{"a": 1}\n')
+    glue = cloud.client("glue")
+    name = make_crawler(cloud, database, f"s3://{bucket}/catalog/contours/", Description="old",
+                        SchemaChangePolicy={"UpdateBehavior": "LOG", "DeleteBehavior": "LOG"})
+    before = glue.get_crawler(Name=name)["Crawler"]
+    lake_formation = {"UseLakeFormationCredentials": False}
+
+    glue.update_crawler(Name=name, TablePrefix="new_", Schedule="cron(0 6 * * ? *)",
+                        LakeFormationConfiguration=lake_formation)
+
+    after = glue.get_crawler(Name=name)["Crawler"]
+    assert (after["TablePrefix"], after["Schedule"]["ScheduleExpression"]) == (
+        "new_", "cron(0 6 * * ? *)")
+    assert after["LakeFormationConfiguration"] == lake_formation
+    for key in ("Role", "DatabaseName", "Description", "Targets", "SchemaChangePolicy",
+                "CreationTime"):
+        assert after[key] == before[key]
+    assert (after["Version"], before["Version"]) == (2, 1)
+    assert after["LastUpdated"] >= before["LastUpdated"]
+    crawl(glue, name)
+    assert [t["Name"] for t in glue.get_tables(DatabaseName=database)["TableList"]] == [
+        "new_contours"]
+
+
+def test_update_of_an_unknown_crawler_is_entity_not_found(cloud):
+    with pytest.raises(ClientError) as error:
+        cloud.client("glue").update_crawler(Name="no-such-crawler", TablePrefix="x")
+    assert error.value.response["Error"]["Code"] == "EntityNotFoundException"
 
 
 def test_missing_database_fails_the_crawl_with_its_message(cloud, catalog):

@@ -251,6 +251,40 @@ def test_unknown_run_or_job_is_entity_not_found(cloud, bucket):
         assert error.value.response["Error"]["Code"] == "EntityNotFoundException"
 
 
+def test_update_job_replaces_the_definition_and_the_next_run_uses_it(cloud, bucket):
+    job = make_job(cloud, bucket, "print('old script')\n", Description="old", Timeout=5,
+                   DefaultArguments={"--old": "x"}, Tags={"team": "picsel"})
+    glue = cloud.client("glue")
+    before = glue.get_job(JobName=job)["Job"]
+    key = f"scripts/{job}-v2.py"
+    cloud.client("s3").put_object(Bucket=bucket, Key=key, Body=b"print('new script')\n")
+    command = {"Name": "pythonshell", "ScriptLocation": f"s3://{bucket}/{key}",
+               "PythonVersion": "3.9"}
+
+    answer = glue.update_job(JobName=job, JobUpdate={"Role": before["Role"], "Command": command,
+                                                     "MaxRetries": 2})
+
+    assert answer["JobName"] == job
+    after = glue.get_job(JobName=job)["Job"]
+    assert (after["Command"], after["MaxRetries"]) == (command, 2)
+    assert "Description" not in after and "Timeout" not in after  # not given: reset
+    assert after["DefaultArguments"] == {}
+    assert after["CreatedOn"] == before["CreatedOn"]
+    assert after["LastModifiedOn"] >= before["LastModifiedOn"]
+    assert glue.get_tags(ResourceArn=f"arn:aws:glue:sa-east-1:123456789012:job/{job}")["Tags"] == {
+        "team": "picsel"}
+    run_id = glue.start_job_run(JobName=job)["JobRunId"]
+    assert wait_run(glue, job, run_id)["JobRunState"] == "SUCCEEDED"
+    assert log_lines(cloud, "/aws-glue/jobs/output", run_id) == ["new script"]
+
+
+def test_update_of_an_unknown_job_is_entity_not_found(cloud):
+    with pytest.raises(ClientError) as error:
+        cloud.client("glue").update_job(JobName="no-such-job", JobUpdate={"Role": "r"})
+    assert error.value.response["Error"]["Code"] == "EntityNotFoundException"
+    assert error.value.response["Error"]["Message"] == "Job no-such-job not found."
+
+
 def test_get_resolved_options_parses_like_glue(monkeypatch):
     monkeypatch.syspath_prepend(str(RUNTIME_PATH))
     monkeypatch.delitem(sys.modules, "awsglue.utils", raising=False)

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from picsel_nb import era5
 from picsel_nb.settings import LOCAL_ACCOUNT_ID, get_settings
-from picsel_nb.stack import function
+from picsel_nb.stack import errors, function
 from picsel_nb.stack.context import Stack
 from tests.cloud_fixtures import cloud  # noqa: F401
 
@@ -103,10 +103,8 @@ def _role_not_ready() -> ClientError:
                                              "assumed by Lambda."}}, "CreateFunction")
 
 
-@pytest.mark.parametrize("backend, calls", [("aws", 3), ("local", 1)])
-def test_role_not_yet_assumable_is_retried_on_aws_only(monkeypatch, backend, calls):
-    monkeypatch.setattr(function.time, "sleep", lambda seconds: None)
-    stack = SimpleNamespace(settings=SimpleNamespace(backend=backend))
+def test_role_not_yet_assumable_is_retried_until_it_is(monkeypatch):
+    monkeypatch.setattr(errors.time, "sleep", lambda seconds: None)
     made = []
 
     def create(**kwargs):
@@ -115,12 +113,21 @@ def test_role_not_yet_assumable_is_retried_on_aws_only(monkeypatch, backend, cal
             raise _role_not_ready()
         return {"FunctionName": kwargs["FunctionName"]}
 
-    if backend == "aws":
-        assert function._assumable(stack, create, FunctionName="f") == {"FunctionName": "f"}
-    else:
-        with pytest.raises(ClientError, match="cannot be assumed"):
-            function._assumable(stack, create, FunctionName="f")
-    assert len(made) == calls
+    assert function._assumable(create, FunctionName="f") == {"FunctionName": "f"}
+    assert len(made) == 3
+
+
+def test_other_errors_are_not_retried(monkeypatch):
+    monkeypatch.setattr(errors.time, "sleep", lambda seconds: None)
+    made = []
+
+    def create(**kwargs):
+        made.append(kwargs)
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Create")
+
+    with pytest.raises(ClientError, match="no"):
+        function._assumable(create, FunctionName="f")
+    assert len(made) == 1
 
 
 def test_failed_days_are_reported_not_hidden(monkeypatch, capsys):

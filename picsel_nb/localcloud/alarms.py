@@ -57,7 +57,7 @@ _started = threading.Event()
 
 def install(router) -> None:
     """Evaluate alarms on new data and on a ticker; answer DescribeAlarmHistory."""
-    period_scale()  # a bad PICSEL_ALARM_PERIOD_SCALE stops the server at start, not the ticker later
+    period_scale()  # a bad PICSEL_ALARM_PERIOD_SCALE stops the server now, not the ticker later
     router.observe(_observe)
     router.intercept("monitoring", "DescribeAlarmHistory", describe_alarm_history)
     if not _started.is_set():  # once per process, however many apps are built

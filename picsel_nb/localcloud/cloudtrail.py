@@ -318,8 +318,7 @@ def sanitize(value: object, hidden: set[str], key: str = "") -> object:
         _collect(value, hidden)
         return HIDDEN
     if isinstance(value, dict):
-        if key == "Variables":
-            _collect(value, hidden)
+        if key == "Variables":  # hidden in place, as AWS does; not secrets to scrub elsewhere
             return dict.fromkeys(value, HIDDEN)
         return {k: sanitize(v, hidden, str(k)) for k, v in value.items()}
     if isinstance(value, list):

@@ -9,7 +9,8 @@ under it into partition keys (``key=value`` → ``key``, otherwise ``partition_N
 creates or updates the table and its partitions in moto's catalog, following the crawler's
 ``SchemaChangePolicy`` and ``RecrawlPolicy`` (CRAWL_NEW_FOLDERS_ONLY: only new partitions are
 added). GetCrawler / GetCrawlers / BatchGetCrawlers report the real State (RUNNING → STOPPING →
-READY) and LastCrawl; GetCrawlerMetrics (missing in moto) reports the last crawl's counts.
+READY) and LastCrawl; GetCrawlerMetrics (missing in moto) reports the last crawl's counts;
+UpdateCrawler (missing in moto) changes the given settings of a crawler that is not running.
 Log lines go to ``/aws-glue/crawlers``, stream = crawler name, prefixed by the crawl id, worded
 like Glue's.
 
@@ -31,12 +32,13 @@ from dataclasses import dataclass, field
 from functools import reduce
 from urllib.parse import unquote
 
-from moto.core.utils import utcnow
+from moto.core.utils import camelcase_to_underscores, get_service_model, utcnow
+from moto.glue.exceptions import CrawlerNotFoundException
 from moto.glue.models import FakeCrawl, FakeCrawler, GlueBackend
 from moto.s3.exceptions import MissingBucket
 
 from picsel_nb.localcloud import backends
-from picsel_nb.localcloud.glue_jobs import glue_response
+from picsel_nb.localcloud.glue_jobs import glue_error, glue_response
 from picsel_nb.localcloud.router import AwsRequest, AwsResponse, Router
 from picsel_nb.localcloud.schema_inference import (
     FileSchema,
@@ -64,6 +66,7 @@ def install(router: Router) -> None:
     router.intercept("glue", "GetCrawlers", get_crawlers)
     router.intercept("glue", "BatchGetCrawlers", batch_get_crawlers)
     router.intercept("glue", "GetCrawlerMetrics", get_crawler_metrics)
+    router.intercept("glue", "UpdateCrawler", update_crawler)
 
 
 class LiveCrawl(FakeCrawl):
@@ -115,6 +118,26 @@ def start_crawler(req: AwsRequest) -> AwsResponse | None:
     return glue_response("StartCrawler", {})
 
 
+def update_crawler(req: AwsRequest) -> AwsResponse:
+    """Change only the given settings, as Glue does: Version + 1, LastUpdated now; refused
+    (CrawlerRunningException) unless the crawler is READY."""
+    name = req.params.get("Name")
+    crawler = _glue(req.region).crawlers.get(name)
+    if crawler is None:
+        return glue_error(CrawlerNotFoundException(name))
+    with _lock:
+        if crawler.status != "READY":
+            return AwsResponse.json_error("CrawlerRunningException", "Cannot update Crawler while "
+                                          "running. Please stop crawl or wait until it completes "
+                                          "to update.")
+        settings = get_service_model("glue").operation_model("UpdateCrawler").input_shape.members
+        for key in settings.keys() & req.params.keys() - {"Name"}:
+            setattr(crawler, camelcase_to_underscores(key), req.params[key])
+        crawler.version += 1
+        crawler.last_updated = utcnow()
+    return glue_response("UpdateCrawler", {})
+
+
 def get_crawler(req: AwsRequest) -> AwsResponse | None:
     """The crawler with its real State, LastCrawl and CrawlElapsedTime."""
     crawler = _glue(req.region).crawlers.get(req.params.get("Name"))
@@ -160,6 +183,7 @@ def _crawler_dict(crawler: FakeCrawler) -> dict:
     """moto's crawler description, with LastCrawl = the last *finished* crawl, as on AWS."""
     data = crawler.as_dict()
     data.pop("LastCrawl", None)
+    data["LakeFormationConfiguration"] = getattr(crawler, "lake_formation_configuration", None)
     crawls = _crawls(crawler)
     if finished := [c for c in crawls if c.finished]:
         last = finished[-1]

@@ -1,11 +1,13 @@
 """Glue jobs that run: ``StartJobRun`` executes the job's script from S3 in a local Python process.
 
 moto stores jobs (CreateJob, GetJob, BatchGetJobs pass through to it) but its runs report
-SUCCEEDED without running anything. Here a run downloads ``Command.ScriptLocation`` from the
-embedded S3, runs it with this interpreter as a Python shell job would run, with the job's
-``DefaultArguments`` overlaid by the run's ``Arguments`` (then ``NonOverridableArguments``) as
-``--key value`` argv plus Glue's own ``--JOB_ID``/``--JOB_RUN_ID``/``--JOB_NAME``, and reports the
-real state: STARTING → RUNNING → SUCCEEDED | FAILED | TIMEOUT | STOPPED.
+SUCCEEDED without running anything, and it lacks UpdateJob (answered here: the JobUpdate
+definition replaces moto's stored job, as on Glue). Here a run downloads
+``Command.ScriptLocation`` from the embedded S3, runs it with this interpreter as a Python shell
+job would run, with the job's ``DefaultArguments`` overlaid by the run's ``Arguments`` (then
+``NonOverridableArguments``) as ``--key value`` argv plus Glue's own ``--JOB_ID``/``--JOB_RUN_ID``/
+``--JOB_NAME``, and reports the real state: STARTING → RUNNING → SUCCEEDED | FAILED | TIMEOUT |
+STOPPED.
 
 Local stand-ins, documented in the README's "local vs AWS" table:
 - ``awsglue`` is the hand-written shim in ``glue_runtime/`` (``getResolvedOptions`` only).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import inspect
 import math
 import os
 import secrets
@@ -40,8 +43,11 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
+from moto.core.exceptions import JsonRESTError
 from moto.core.serialize import XFormedAttributePicker, get_serializer_class
-from moto.core.utils import get_service_model
+from moto.core.utils import camelcase_to_underscores, get_service_model
+from moto.glue.exceptions import JobNotFoundException
+from moto.glue.models import FakeJob
 from moto.s3.exceptions import MissingBucket
 from packaging.requirements import InvalidRequirement, Requirement
 
@@ -69,6 +75,7 @@ def install(router: Router) -> None:
     router.intercept("glue", "GetJobRun", get_job_run)
     router.intercept("glue", "GetJobRuns", get_job_runs)
     router.intercept("glue", "BatchStopJobRun", batch_stop_job_run)
+    router.intercept("glue", "UpdateJob", update_job)
 
 
 def glue_response(operation: str, result: dict) -> AwsResponse:
@@ -79,6 +86,26 @@ def glue_response(operation: str, result: dict) -> AwsResponse:
     )
     out = serializer.serialize(result)
     return AwsResponse(out["status_code"], dict(out["headers"]), out["body"].encode())
+
+
+def glue_error(error: JsonRESTError) -> AwsResponse:
+    """One of moto's Glue exceptions as the error answer Glue gives."""
+    return AwsResponse.json_error(error.error_type, error.message, error.code)
+
+
+def update_job(req: AwsRequest) -> AwsResponse:
+    """Replace the job's definition with ``JobUpdate``, as Glue does: what it omits is reset to
+    CreateJob's defaults; name, CreatedOn, tags and runs stay, LastModifiedOn is now."""
+    glue, name = backends.backend("glue", req.region), req.params.get("JobName")
+    current = glue.jobs.get(name)
+    if current is None:
+        return glue_error(JobNotFoundException(name))
+    given = {camelcase_to_underscores(k): v for k, v in (req.params.get("JobUpdate") or {}).items()}
+    settings = set(inspect.signature(FakeJob).parameters) - {"name", "tags", "backend"}
+    job = FakeJob(name=name, tags=None, backend=glue, **{key: given.get(key) for key in settings})
+    job.created_on, job.job_runs = current.created_on, current.job_runs
+    glue.jobs[name] = job
+    return glue_response("UpdateJob", {"JobName": name})
 
 
 class JobSetupError(Exception):

@@ -3,8 +3,10 @@ try/except in every function."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -37,3 +39,20 @@ def explain(code: str, message: str) -> Iterator[None]:
         if error_code(exc) == code:
             raise StackError(message) from exc
         raise
+
+
+def retry_while_role_propagates(call: Callable[..., Any], code: str, phrase: str,
+                                attempts: int = 6, **kwargs: Any) -> Any:
+    """`call(**kwargs)`, retried while AWS answers `code` saying a new role cannot be assumed yet.
+
+    IAM is eventually consistent: a role created seconds ago may not be assumable for ~10 s, and
+    no boto3 waiter covers that. Any other error is raised at once.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return call(**kwargs)
+        except ClientError as exc:
+            if attempt == attempts or error_code(exc) != code or phrase not in str(exc):
+                raise
+            time.sleep(2 * attempt)
+    raise AssertionError("unreachable")

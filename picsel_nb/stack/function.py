@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from botocore.config import Config
-from botocore.exceptions import ClientError
 from tqdm.auto import tqdm
 
 from picsel_nb.era5 import parse_date
 from picsel_nb.settings import Settings, get_settings
 from picsel_nb.stack.context import Stack
-from picsel_nb.stack.errors import StackError, error_code, tolerate
+from picsel_nb.stack.errors import StackError, retry_while_role_propagates, tolerate
 
 REPO = Path(__file__).resolve().parents[2]
 LAMBDA_DIR = REPO / "infra" / "lambda"
@@ -51,7 +49,6 @@ PRUNED_DIRS = ("tests", "bin")  # test suites and console scripts are dead weigh
 UNZIPPED_LIMIT = 250 * 1024 * 1024  # function + layers, unzipped
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 LAYER_S3_PREFIX = "scripts/lambda/"
-ROLE_RETRIES = 6  # IAM is eventually consistent: a new role may not be assumable for ~10 s
 
 
 @dataclass(frozen=True)
@@ -196,20 +193,10 @@ def ensure_layer(stack: Stack, package: Package, bucket: str) -> str:
         CompatibleArchitectures=[ARCHITECTURE])["LayerVersionArn"]
 
 
-def _assumable(stack: Stack, call, **kwargs) -> dict:
-    """`call(**kwargs)`, retried on AWS while it says the (new) role cannot be assumed yet."""
-    attempt = 0
-    while True:
-        try:
-            return call(**kwargs)
-        except ClientError as exc:
-            attempt += 1
-            retry = (stack.settings.backend == "aws" and attempt < ROLE_RETRIES
-                     and error_code(exc) == "InvalidParameterValueException"
-                     and "cannot be assumed" in str(exc))
-            if not retry:
-                raise
-            time.sleep(2 * attempt)
+def _assumable(call, **kwargs) -> dict:
+    """`call(**kwargs)`, retried while Lambda says the (new) role cannot be assumed yet."""
+    return retry_while_role_propagates(call, "InvalidParameterValueException", "cannot be assumed",
+                                       **kwargs)
 
 
 def function_settings(stack: Stack, role_arn: str, secret_id: str, input_bucket: str,
@@ -258,7 +245,7 @@ def ensure_function(stack: Stack, role_arn: str, secret_id: str, input_bucket: s
                                memory_mb, log_level)
     current = get_function(stack)
     if current is None:
-        _assumable(stack, lam.create_function, FunctionName=name, **wanted,
+        _assumable(lam.create_function, FunctionName=name, **wanted,
                    Code={"ZipFile": package.function_zip.read_bytes()},
                    Architectures=[ARCHITECTURE], Publish=False)
         lam.get_waiter("function_active_v2").wait(FunctionName=name)
@@ -268,7 +255,7 @@ def ensure_function(stack: Stack, role_arn: str, secret_id: str, input_bucket: s
                                  Architectures=[ARCHITECTURE])
         lam.get_waiter("function_updated_v2").wait(FunctionName=name)
     if _current_settings(current) != wanted:
-        _assumable(stack, lam.update_function_configuration, FunctionName=name, **wanted)
+        _assumable(lam.update_function_configuration, FunctionName=name, **wanted)
         lam.get_waiter("function_updated_v2").wait(FunctionName=name)
     return get_function(stack)
 
