@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,16 @@ def zip_files(files: dict[str, str | bytes]) -> bytes:
         for path, content in files.items():
             archive.writestr(path, content)
     return buffer.getvalue()
+
+
+def poll(check, timeout: float = 30.0, interval: float = 0.1):
+    """``check()``'s first truthy result, polling until ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def free_port() -> int:

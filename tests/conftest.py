@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from picsel_nb.settings import LOCAL_ACCOUNT_ID, get_settings
+from picsel_nb.stack.context import Stack
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
@@ -26,3 +29,11 @@ def natural_earth_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"Natural Earth data not found at {path}: clone the repo beside ../shared")
     return path
+
+
+@pytest.fixture
+def offline_stack() -> Stack:
+    """A stack for definitions only: making any client fails the test."""
+    settings = get_settings()
+    return Stack(settings, LOCAL_ACCOUNT_ID, settings.names(LOCAL_ACCOUNT_ID),
+                 client_factory=lambda service, **_: pytest.fail(f"made a {service} client"))

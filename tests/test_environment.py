@@ -1,11 +1,13 @@
-"""pyproject.toml and environment.yml declare the same packages with the same lower bounds."""
+"""pyproject.toml and environment.yml declare the same packages with the same version bounds."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 
 import yaml
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 from tests.conftest import REPO
 
@@ -23,7 +25,7 @@ def _pyproject() -> dict[str, Requirement]:
     return {r.name.lower(): r for r in reqs if r.name != SELF}
 
 
-def _environment() -> tuple[dict[str, str], dict[str, Requirement]]:
+def _environment() -> tuple[dict[str, SpecifierSet], dict[str, Requirement]]:
     deps = yaml.safe_load((REPO / "environment.yml").read_text())["dependencies"]
     conda = {}
     pip: dict[str, Requirement] = {}
@@ -31,13 +33,10 @@ def _environment() -> tuple[dict[str, str], dict[str, Requirement]]:
         if isinstance(dep, dict):
             pip = {Requirement(p).name.lower(): Requirement(p) for p in dep["pip"] if p != "-e ."}
             continue
-        name, _, bound = dep.partition(">=")
-        conda[name.split("=")[0].strip()] = bound.strip()
+        name, spec = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", dep).groups()
+        if name != "python":  # conda's "python=3.11" is not a PEP 440 specifier
+            conda[name] = SpecifierSet(spec)
     return conda, pip
-
-
-def _lower_bound(req: Requirement) -> str:
-    return next((s.version for s in req.specifier if s.operator == ">="), "")
 
 
 def test_every_pyproject_package_is_in_environment_yml_with_the_same_lower_bound():
@@ -51,8 +50,8 @@ def test_every_pyproject_package_is_in_environment_yml_with_the_same_lower_bound
         conda_name = CONDA_NAMES.get(name, name)
         if conda_name not in conda:
             drift.append(f"{name}: missing from environment.yml (as {conda_name})")
-        elif conda[conda_name] != _lower_bound(req):
-            drift.append(f"{name}: >= {_lower_bound(req)} in pyproject, >= {conda[conda_name]} in yml")
+        elif conda[conda_name] != req.specifier:
+            drift.append(f"{name}: {req.specifier} in pyproject, {conda[conda_name]} in yml")
     assert not drift, "\n".join(drift)
 
 

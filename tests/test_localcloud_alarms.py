@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,21 +11,12 @@ from moto.cloudwatch.models import CloudWatchBackend
 
 from picsel_nb.localcloud import alarms
 from picsel_nb.localcloud.router import ACCOUNT_ID
-from tests.cloud_fixtures import cloud  # noqa: F401
+from tests.cloud_fixtures import cloud, poll  # noqa: F401
 
 NOW = datetime(2026, 11, 28, 2, 10, 30, tzinfo=UTC)
 REASON = re.compile(r"Threshold Crossed: 1 datapoint \[1\.0 \(\d\d/\d\d/\d\d \d\d:\d\d:\d\d\)\] "
                     r"was greater than or equal to the threshold \(1\.0\)\.")
 
-
-def _poll(check, timeout: float = 30.0):
-    """``check()``'s first truthy result, polling until ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def _state(cloudwatch, name: str) -> str:
@@ -45,12 +35,12 @@ def test_lambda_errors_alarm_fires_after_a_failing_invocation(cloud):  # noqa: F
         Dimensions=[{"Name": "FunctionName", "Value": "alarmed"}], Statistic="Sum", Period=60,
         EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold",
         TreatMissingData="notBreaching")
-    assert _poll(lambda: _state(cloudwatch, "alarmed-errors") == "OK")
+    assert poll(lambda: _state(cloudwatch, "alarmed-errors") == "OK")
 
     response = cloud.client("lambda").invoke(FunctionName="alarmed")
     assert response["FunctionError"] == "Unhandled"
 
-    _poll(lambda: _state(cloudwatch, "alarmed-errors") == "ALARM")
+    poll(lambda: _state(cloudwatch, "alarmed-errors") == "ALARM")
     alarm = cloudwatch.describe_alarms(AlarmNames=["alarmed-errors"])["MetricAlarms"][0]
     assert REASON.fullmatch(alarm["StateReason"]), alarm["StateReason"]
     assert json.loads(alarm["StateReasonData"])["recentDatapoints"] == [1.0]
@@ -70,7 +60,7 @@ def test_put_metric_data_from_a_client_is_evaluated(cloud):  # noqa: F811
     assert _state(cloudwatch, "queue-depth") == "INSUFFICIENT_DATA"
     cloudwatch.put_metric_data(Namespace="Picsel/Test",
                                MetricData=[{"MetricName": "Depth", "Value": v} for v in (3, 12)])
-    _poll(lambda: _state(cloudwatch, "queue-depth") == "ALARM")
+    poll(lambda: _state(cloudwatch, "queue-depth") == "ALARM")
     history = cloud.aws("cloudwatch", "describe-alarm-history", "--alarm-name", "queue-depth")
     summaries = [i["HistorySummary"] for i in json.loads(history.stdout)["AlarmHistoryItems"]]
     assert summaries == ["Alarm updated from INSUFFICIENT_DATA to ALARM",
@@ -85,8 +75,8 @@ def test_ticker_returns_an_alarm_to_ok_when_its_window_rolls_over(cloud):  # noq
         ComparisonOperator="GreaterThanOrEqualToThreshold")
     cloudwatch.put_metric_data(Namespace="Picsel/Test",
                                MetricData=[{"MetricName": "Failures", "Value": 1}])
-    _poll(lambda: _state(cloudwatch, "short-window") == "ALARM")
-    _poll(lambda: _state(cloudwatch, "short-window") == "OK", timeout=40)  # no new sleep: ticker
+    poll(lambda: _state(cloudwatch, "short-window") == "ALARM")
+    poll(lambda: _state(cloudwatch, "short-window") == "OK", timeout=40)  # no new sleep: ticker
     alarm = cloudwatch.describe_alarms(AlarmNames=["short-window"])["MetricAlarms"][0]
     reason = alarm["StateReason"]
     assert reason == ("Threshold Crossed: no datapoints were received for 1 period and 1 missing "

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.cloud_fixtures import cloud, zip_files  # noqa: F401
+from tests.cloud_fixtures import cloud, poll, zip_files  # noqa: F401
 
 WRITER = """
 import os
@@ -42,15 +42,6 @@ def handler(event, context):
     }
 """
 
-
-def _poll(check, timeout: float = 20.0):
-    """``check()``'s first truthy result, polling until ``timeout`` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +157,7 @@ def test_event_invocation_returns_202_and_runs_in_the_background(cloud, bucket):
         Payload=json.dumps({"bucket": bucket, "key": "event/done.txt"}))
     assert response["StatusCode"] == 202
     s3 = cloud.client("s3")
-    _poll(lambda: s3.list_objects_v2(Bucket=bucket, Prefix="event/").get("KeyCount"))
+    poll(lambda: s3.list_objects_v2(Bucket=bucket, Prefix="event/").get("KeyCount"))
 
 
 def test_non_runtime_package_needs_a_layer(cloud):  # noqa: F811

@@ -41,10 +41,10 @@ def bands(variable: str) -> dict:
     return {"type": "FeatureCollection", "features": features}
 
 
-def test_crawler_definition_follows_the_design(moto_free_stack):
-    definition = catalog.crawler_definition(moto_free_stack, "arn:aws:iam::1:role/r")
+def test_crawler_definition_follows_the_design(offline_stack):
+    definition = catalog.crawler_definition(offline_stack, "arn:aws:iam::1:role/r")
     assert definition["Targets"] == {"S3Targets": [
-        {"Path": f"s3://{moto_free_stack.names.output_bucket}/catalog/contours/"}]}
+        {"Path": f"s3://{offline_stack.names.output_bucket}/catalog/contours/"}]}
     assert definition["SchemaChangePolicy"] == {"UpdateBehavior": "UPDATE_IN_DATABASE",
                                                 "DeleteBehavior": "DEPRECATE_IN_DATABASE"}
     assert definition["RecrawlPolicy"] == {"RecrawlBehavior": "CRAWL_EVERYTHING"}
@@ -55,8 +55,8 @@ def test_crawler_definition_follows_the_design(moto_free_stack):
         "AddOrUpdateBehavior": "InheritFromTable"}
 
 
-def test_definition_comparison_ignores_what_glue_adds_and_json_spacing(moto_free_stack):
-    wanted = catalog.crawler_definition(moto_free_stack, "arn:aws:iam::1:role/r")
+def test_definition_comparison_ignores_what_glue_adds_and_json_spacing(offline_stack):
+    wanted = catalog.crawler_definition(offline_stack, "arn:aws:iam::1:role/r")
     current = {**wanted, "Name": "x", "State": "READY", "Role": "r",
                "Configuration": json.dumps(json.loads(wanted["Configuration"]), indent=2),
                "Targets": {"S3Targets": [{**wanted["Targets"]["S3Targets"][0],
@@ -75,14 +75,6 @@ def test_crawler_wait_past_its_deadline_names_the_crawler_and_its_state():
                               {"Name": "c"})
         with pytest.raises(DeadlineError, match="crawler c is still RUNNING after 0.02 s"):
             wait_for_crawler(glue, "c", deadline_s=0.02, delay_s=0.01)
-
-
-@pytest.fixture
-def moto_free_stack() -> Stack:
-    """A stack for definitions only: no client is ever made."""
-    settings = get_settings()
-    return Stack(settings, LOCAL_ACCOUNT_ID, settings.names(LOCAL_ACCOUNT_ID),
-                 client_factory=lambda service: pytest.fail(f"made a {service} client"))
 
 
 # --- on the embedded cloud ----------------------------------------------------------------------
@@ -143,7 +135,7 @@ def test_run_crawler_joins_a_crawl_already_running(stack):
 
 def test_changed_definition_is_updated(stack):
     glue = stack.client("glue")
-    role = catalog.get_crawler(stack)["Role"]
+    role = catalog.ensure_crawler(stack)["Role"]
     wanted = catalog.crawler_definition(stack, role)
     glue.delete_crawler(Name=stack.names.crawler)
     glue.create_crawler(Name=stack.names.crawler,

@@ -31,14 +31,6 @@ SCRIPT_OPTIONS = ("input_bucket", "output_bucket", "dataset", "dates", "redo", "
                   "tp_levels")
 
 
-@pytest.fixture
-def offline_stack() -> Stack:
-    """A stack for definitions only: no client is ever made."""
-    settings = get_settings()
-    return Stack(settings, LOCAL_ACCOUNT_ID, settings.names(LOCAL_ACCOUNT_ID),
-                 client_factory=lambda service: pytest.fail(f"made a {service} client"))
-
-
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory):
     """The picsel_nb wheel, built once into a build dir of the session from a snapshot of the
