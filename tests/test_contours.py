@@ -322,6 +322,14 @@ def test_products_are_the_two_documents_written_serially_or_on_two_threads(monke
     assert contours.products(f) == expected
 
 
+def test_bands_traced_on_threads_give_the_same_documents(monkeypatch):
+    rng = np.random.default_rng(7)
+    fields = [random_field(rng, trial % 4) for trial in range(24)]
+    expected = [contours.products(f, [0, 1, 2, 5]) for f in fields]
+    monkeypatch.setattr(contours, "PARALLEL_CELLS", 0)  # each thread its own contour generators
+    assert [contours.products(f, [0, 1, 2, 5]) for f in fields] == expected
+
+
 def test_day_products_gives_each_variables_documents(monkeypatch):
     t2m = grid_field(paraboloid, step=0.1, west=10, south=-5, nx=51, ny=51)
     tp = grid_field(lambda lon, lat: 2 * paraboloid(lon, lat), step=0.1, west=10, south=-5,

@@ -35,7 +35,8 @@ def stack() -> Stack:
 
 
 def rendered(stack: Stack) -> dict[str, dict]:
-    values = roles.policy_values(stack, SecretArn=SECRET_ARN, Bucket=stack.names.output_bucket)
+    values = roles.policy_values(stack, SecretArn=SECRET_ARN, Bucket=stack.names.output_bucket,
+                                 KeyPrefix="cloudtrail")
     return {name: roles.render_policy(name, values) for name in TEMPLATES}
 
 

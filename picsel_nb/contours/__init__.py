@@ -2,9 +2,9 @@
 
 ``bands(field)`` gives a FeatureCollection of MultiPolygons, one per band between consecutive
 levels; ``isolines(field)`` one of MultiLineStrings, one per level; ``products(field)`` both
-documents as UTF-8 bytes from one tracing (what the Glue job uses; large fields get their two
-documents written on two threads); ``day_products(day)`` that for each variable of a daily
-dataset. ``field`` is a 2-D ``xarray.DataArray`` on latitude/longitude
+documents as UTF-8 bytes from one tracing (what the Glue job uses; large fields have their bands
+traced, and their two documents written, on two threads); ``day_products(day)`` that for each
+variable of a daily dataset. ``field`` is a 2-D ``xarray.DataArray`` on latitude/longitude
 (either order, either direction) named ``t2m`` (units degC) or ``tp`` (mm) with a scalar ``date``
 coordinate, as ``picsel_nb.era5.daily`` makes them; ``variable=``, ``units=``, ``date=`` fill in.
 
@@ -30,7 +30,8 @@ What the documents guarantee:
   colour every day.
 
 How: contourpy traces each band once (rows the band cannot reach are skipped); isolines are read
-off the band edges, so they share the bands' vertices; numpy writes the text (see ``writer``).
+off the band edges, so they share the bands' vertices and their text, which numpy writes once per
+vertex (see ``writer``).
 """
 
 from __future__ import annotations
@@ -58,12 +59,18 @@ from picsel_nb.contours.styles import (
     line_label,
 )
 from picsel_nb.contours.styles import default_levels as _default_levels
-from picsel_nb.contours.tracing import EMPTY, NO_LINES, Tracer
-from picsel_nb.contours.writer import Geometry, feature_collection, vertex_rows
+from picsel_nb.contours.tracing import EMPTY, NO_LINES, Polygons, Tracer
+from picsel_nb.contours.writer import (
+    Coordinates,
+    Geometry,
+    coordinates,
+    feature_collection,
+    vertex_rows,
+)
 
 DEFAULT_PRECISION = 4
-PARALLEL_VERTICES = 200_000  # products() writes its two documents on two threads above this
-PARALLEL_CELLS = 200_000  # day_products() contours its variables on threads above this
+PARALLEL_VERTICES = 200_000  # products() joins its two documents on two threads above this
+PARALLEL_CELLS = 200_000  # above this, variables and the bands of each are traced on threads
 
 __all__ = ["DEFAULT_PRECISION", "PRECIPITATION_CMAP", "PRECIPITATION_LEVELS", "TEMPERATURE_CMAP",
            "TEMPERATURE_STEP", "bands", "day_products", "default_levels", "isolines", "products"]
@@ -79,7 +86,7 @@ def bands(field: xr.DataArray, levels=None, *, as_bytes: bool = False,
           units: str | None = None, date: str | Date | None = None) -> dict | bytes:
     """Filled bands of ``field`` between ``levels`` as a GeoJSON FeatureCollection (dict), or its
     UTF-8 text when ``as_bytes``."""
-    traced = _Traced(field, levels, 2, precision, variable, units, date)
+    traced = _Traced(field, levels, 2, precision, variable, units, date, bands=True, lines=False)
     return _deliver(traced.bands_document(), as_bytes)
 
 
@@ -88,7 +95,7 @@ def isolines(field: xr.DataArray, levels=None, *, as_bytes: bool = False,
              units: str | None = None, date: str | Date | None = None) -> dict | bytes:
     """Isolines of ``field`` at ``levels`` as a GeoJSON FeatureCollection (dict), or its UTF-8
     text when ``as_bytes``."""
-    traced = _Traced(field, levels, 1, precision, variable, units, date)
+    traced = _Traced(field, levels, 1, precision, variable, units, date, bands=False, lines=True)
     return _deliver(traced.lines_document(), as_bytes)
 
 
@@ -96,10 +103,10 @@ def products(field: xr.DataArray, levels=None, *, precision: int = DEFAULT_PRECI
              variable: str | None = None, units: str | None = None,
              date: str | Date | None = None) -> tuple[bytes, bytes]:
     """Both documents of ``field`` as UTF-8 GeoJSON, ``(bands, isolines)``, from one tracing."""
-    traced = _Traced(field, levels, 2, precision, variable, units, date)
-    if sum(x.size for x, *_ in traced.units) < PARALLEL_VERTICES:
+    traced = _Traced(field, levels, 2, precision, variable, units, date, bands=True, lines=True)
+    if traced.vertices < PARALLEL_VERTICES:
         return traced.bands_document(), traced.lines_document()
-    with ThreadPoolExecutor(1) as helper:  # numpy releases the GIL: both documents at once
+    with ThreadPoolExecutor(1) as helper:  # bytes.join releases the GIL on large copies
         bands_document = helper.submit(traced.bands_document)
         lines_document = traced.lines_document()
         return bands_document.result(), lines_document
@@ -126,10 +133,13 @@ def _deliver(document: bytes, as_bytes: bool) -> dict | bytes:
 
 
 class _Traced:
-    """One field's bands, traced once, and the two documents written from them."""
+    """One field's bands, traced once, and their geometries written (the bands' when ``bands``,
+    the isolines' when ``lines``), ready to be put in their documents."""
 
     def __init__(self, field: xr.DataArray, levels, minimum: int, precision: int,
-                 variable: str | None, units: str | None, date: str | Date | None):
+                 variable: str | None, units: str | None, date: str | Date | None, *,
+                 bands: bool, lines: bool):
+        self.wanted = bands, lines
         name = str(variable or field.name or "")
         levels = _default_levels(name, field) if levels is None else check_levels(levels, minimum)
         self.grid = prepare(field, levels, variable=name or None, units=units, date=date,
@@ -139,27 +149,40 @@ class _Traced:
         self.specs = bands_for(name, levels, below, above) if levels.size > 1 else []
         self.limits = _limits(levels, below, above)
         self.tracer = Tracer(self.grid) if np.isfinite(self.grid.z).any() else None
-        self.polygons = [self.tracer.band(lo, hi) if self.tracer else EMPTY
-                         for lo, hi in self.limits]
-        self.units = [self._units(polygons.points) for polygons in self.polygons]
+        if self.grid.z.size < PARALLEL_CELLS or len(self.limits) < 2:
+            traced = [self._band(limits) for limits in self.limits]
+        else:  # contourpy (threaded generator) and numpy release the GIL: bands on two threads
+            with ThreadPoolExecutor(2) as pool:
+                traced = list(pool.map(self._band, self.limits))
+        self.vertices = sum(vertices for vertices, _, _ in traced)
+        self.bands = [band for _, band, _ in traced]
+        self.lines = [line for _, _, line in traced]
+
+    def _band(self, limits: tuple[float, float]) -> tuple[int, Coordinates | None,
+                                                          Coordinates | None]:
+        """One band traced and written: its vertex count, its polygons and the isoline at its
+        upper level (None when not wanted or the band has no upper level)."""
+        polygons: Polygons = self.tracer.band(*limits) if self.tracer else EMPTY
+        x, y, text = self._units(polygons.points)
+        bands, lines = self.wanted
+        band = coordinates(Geometry("MultiPolygon", x, y, text, polygons.rings,
+                                    polygons.polygons)) if bands else None
+        if not lines or not np.isfinite(limits[1]):
+            return x.size, band, None
+        found = self.tracer.isolines(polygons, *limits) if self.tracer else NO_LINES
+        index = found.index
+        line = Geometry("MultiLineString", x[index], y[index], text[index], found.offsets)
+        return x.size, band, coordinates(line)
 
     def bands_document(self) -> bytes:
-        features = [(self._band_properties(spec),
-                     Geometry("MultiPolygon", *units, polygons.rings, polygons.polygons))
-                    for spec, polygons, units in zip(self.specs, self.polygons, self.units,
-                                                     strict=True)]
+        features = [(self._band_properties(spec), band)
+                    for spec, band in zip(self.specs, self.bands, strict=True)]
         return feature_collection(features, self.grid.precision)
 
     def lines_document(self) -> bytes:
-        features = []
-        for (lower, upper), polygons, (x, y, text) in zip(self.limits, self.polygons, self.units,
-                                                           strict=True):
-            if not np.isfinite(upper):
-                continue
-            lines = self.tracer.isolines(polygons, lower, upper) if self.tracer else NO_LINES
-            features.append((self._line_properties(upper),
-                             Geometry("MultiLineString", x[lines.index], y[lines.index],
-                                      text[lines.index], lines.offsets)))
+        features = [(self._line_properties(upper), line)
+                    for (_, upper), line in zip(self.limits, self.lines, strict=True)
+                    if line is not None]
         return feature_collection(features, self.grid.precision)
 
     def _units(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -3,9 +3,9 @@
 Each band is one ``filled(lower, upper)`` call. A band rarely covers every latitude, so rows whose
 values cannot reach the band are skipped: each run of rows the band reaches is traced in the
 smallest block of rows (the grid, a half, a quarter, an eighth or a sixteenth of it) that holds
-the run and whose edges the band does not touch, so no polygon is cut. Each block's contour generator (a view
-of the grid, no copy) is made once and reused by the next bands; a band is traced on the whole
-grid instead when that is cheaper.
+the run and whose edges the band does not touch, so no polygon is cut. Each block's contour
+generator is made once per thread and reused by the next bands; a band is traced on the whole grid
+instead when that is cheaper.
 
 Isolines are not traced again: the isoline at a level is the part of the band below it whose
 points lie on that level, so lines and bands share every vertex.
@@ -13,6 +13,7 @@ points lie on that level, so lines and bands share every vertex.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -26,7 +27,7 @@ BLOCK_LEVELS = 5  # row blocks: the grid, its halves, quarters, eighths and sixt
 MAKE_COST = 2.0  # making a contour generator costs about this many traces of its cells,
 MAKE_CELLS = 100_000  # plus about as much as tracing this many cells
 # contourpy's threaded algorithm on one thread traces exactly as its serial one but releases the
-# GIL while it marches, so the variables of a day trace on two cores at once (serial holds it).
+# GIL while it marches, so bands and variables trace on two cores at once (serial holds it).
 _GENERATOR = {"name": "threaded", "thread_count": 1, "corner_mask": False,
               "fill_type": contourpy.FillType.ChunkCombinedOffsetOffset}
 
@@ -78,15 +79,21 @@ NO_LINES = Lines(np.zeros(0, np.int64), np.zeros(1, np.int64))
 
 
 class Tracer:
-    """Traces the bands of one Grid, sharing row statistics and index coordinates between bands."""
+    """Traces the bands of one Grid, sharing row statistics and index coordinates between bands;
+    bands may be traced on several threads at once."""
 
     def __init__(self, grid: Grid):
         self.grid = grid
-        self._generators: dict[tuple[int, int], contourpy.ContourGenerator] = {}
+        self._local = threading.local()  # a generator is not thread-safe: each thread has its own
         with np.errstate(invalid="ignore"):
             row_min, row_max = np.fmin.reduce(grid.z, axis=1), np.fmax.reduce(grid.z, axis=1)
         self._quad_min = np.fmin(row_min[:-1], row_min[1:])  # per row of quads
         self._quad_max = np.fmax(row_max[:-1], row_max[1:])
+
+    @property
+    def _generators(self) -> dict[tuple[int, int], contourpy.ContourGenerator]:
+        """This thread's contour generators by block of rows."""
+        return self._local.__dict__.setdefault("generators", {})
 
     @cached_property
     def _xy(self) -> tuple[np.ndarray, np.ndarray]:

@@ -36,32 +36,46 @@ class Geometry:
     groups: np.ndarray | None = None
 
 
-def feature_collection(features: list[tuple[dict, Geometry]], precision: int) -> bytes:
-    """The RFC 7946 FeatureCollection of ``(properties, geometry)`` pairs (geometries of one
-    kind), with bboxes on the collection and on every feature."""
-    features = [(props, geo) for props, geo in features if geo.x.size]
+@dataclass(frozen=True)
+class Coordinates:
+    """A geometry written: its kind, the text of its coordinates (without the outer brackets)
+    and its bbox in integer units, None when it has no vertex."""
+
+    kind: str
+    text: memoryview
+    bbox: tuple[int, int, int, int] | None
+
+
+def coordinates(geo: Geometry) -> Coordinates:
+    """The text and bbox of a geometry, written apart from its document so that the geometries
+    of one document can be written on several threads."""
+    if not geo.x.size:
+        return Coordinates(geo.kind, memoryview(b""), None)
+    return Coordinates(geo.kind, memoryview(_rows([geo])).cast("B"), _bbox(geo))
+
+
+def feature_collection(features: list[tuple[dict, Coordinates]], precision: int) -> bytes:
+    """The RFC 7946 FeatureCollection of ``(properties, coordinates)`` pairs, with bboxes on the
+    collection and on every feature; geometries without vertices are left out."""
+    features = [(props, written) for props, written in features if written.bbox is not None]
     if not features:
         return b'{"type":"FeatureCollection","features":[]}'
-    rows, spans = _rows([geo for _, geo in features])
-    buffer = memoryview(rows).cast("B")
-    boxes = [_bbox(geo) for _, geo in features]
+    boxes = [written.bbox for _, written in features]
     total = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
              max(b[3] for b in boxes))
     parts = [b'{"type":"FeatureCollection","bbox":', _numbers(total, precision),
              b',"features":[']
-    width = rows.shape[1]
-    for index, ((props, geo), box, (start, stop)) in enumerate(zip(features, boxes, spans,
-                                                                    strict=True)):
-        parts += [b"," if index else b"", b'{"type":"Feature","bbox":', _numbers(box, precision),
-                  b',"properties":', orjson.dumps(props), b',"geometry":{"type":"',
-                  geo.kind.encode(), b'","coordinates":', _OPEN[geo.kind],
-                  buffer[start * width:stop * width], _CLOSE[geo.kind]]
+    for index, (props, written) in enumerate(features):
+        parts += [b"," if index else b"", b'{"type":"Feature","bbox":',
+                  _numbers(written.bbox, precision), b',"properties":', orjson.dumps(props),
+                  b',"geometry":{"type":"', written.kind.encode(), b'","coordinates":',
+                  _OPEN[written.kind], written.text, _CLOSE[written.kind]]
     parts.append(b"]}")
     return b"".join(parts)
 
 
-def _rows(geometries: list[Geometry]) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """The text rows of geometries of one kind, and each geometry's span of rows.
+def _rows(geometries: list[Geometry]) -> np.ndarray:
+    """The text rows of geometries of one kind, one after the other.
 
     A geometry's pieces (rings or lines) follow each other, each but its last followed by a
     separator row; the last row of a piece has no trailing comma.
@@ -77,7 +91,7 @@ def _rows(geometries: list[Geometry]) -> tuple[np.ndarray, list[tuple[int, int]]
     new_polygon = pieces.next_starts_polygon(geometries)[pieces.followed]
     for text, where in ((_NEXT_PIECE, ~new_polygon), (_NEXT_POLYGON, new_polygon)):
         rows[followed[where] + 1] = np.frombuffer(text.ljust(rows.shape[1]), np.uint8)
-    return rows, pieces.spans
+    return rows
 
 
 class _Pieces:
@@ -96,8 +110,6 @@ class _Pieces:
         self.followed = np.ones(self.ends.size, bool)  # by a separator: not last of its geometry
         self.followed[self.bases + self.counts - 1] = False
         self.row_count = int(self.ends[-1] + self.ends.size - len(geometries))
-        first_rows = np.concatenate([[0], np.cumsum(point_counts + self.counts - 1)])
-        self.spans = list(zip(first_rows[:-1].tolist(), first_rows[1:].tolist(), strict=True))
         self.point_spans = list(zip(point_bases.tolist(), (point_bases + point_counts).tolist(),
                                     strict=True))
 

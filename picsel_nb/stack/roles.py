@@ -38,6 +38,7 @@ def policy_values(stack: Stack, **extra: str) -> dict[str, str]:
         "FunctionName": names.lambda_function,
         "DatabaseName": names.database,
         "CrawlerName": names.crawler,
+        "TrailName": names.trail,
         "MetricsNamespace": stack.metrics_namespace,
         **extra,
     }

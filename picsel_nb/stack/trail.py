@@ -46,7 +46,7 @@ def trail_bucket_policy(stack: Stack) -> dict:
     under ``cloudtrail/AWSLogs/<account>/`` with ``bucket-owner-full-control``, for this trail
     only (``aws:SourceArn``)."""
     return buckets.bucket_policy(stack, stack.names.trail_bucket, "trail-bucket",
-                                 TrailName=stack.names.trail, KeyPrefix=KEY_PREFIX)
+                                 KeyPrefix=KEY_PREFIX)
 
 
 def ensure_trail_bucket(stack: Stack) -> dict:
