@@ -10,7 +10,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 BACKENDS = ("local", "aws")
@@ -89,7 +89,7 @@ def _repo_root() -> Path | None:
     return root if (root / "pyproject.toml").exists() else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached(environ_key: tuple) -> Settings:
     env = dict(environ_key)
     backend = env.get("PICSEL_BACKEND", "local")

@@ -56,7 +56,7 @@ TEXT_INPUT = "org.apache.hadoop.mapred.TextInputFormat"
 TEXT_OUTPUT = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat"
 MOTO_TABLE_FIELDS = {"DatabaseName", "CreateTime", "UpdateTime", "VersionId", "CatalogId"}
 
-_lock = threading.Lock()  # one StartCrawler at a time; moto's log backend is not thread-safe
+_lock = threading.Lock()  # one StartCrawler or UpdateCrawler at a time
 
 
 def install(router: Router) -> None:
@@ -223,9 +223,8 @@ class CrawlLog:
         self.region, self.stream, self.prefix = region, crawler, crawl_id
 
     def __call__(self, level: str, message: str) -> None:
-        with _lock:
-            backends.write_logs(self.region, LOG_GROUP, self.stream,
-                                [f"[{self.prefix}] {level} : {message}"])
+        backends.write_logs(self.region, LOG_GROUP, self.stream,
+                            [f"[{self.prefix}] {level} : {message}"])
 
 
 def _run(region: str, crawler: FakeCrawler, crawl: LiveCrawl) -> None:

@@ -66,7 +66,6 @@ FAILURE_STATES = ("FAILED", "TIMEOUT")
 
 _runs: dict[str, JobRun] = {}
 _lock = threading.RLock()  # guards _runs and every run's mutable fields
-_log_lock = threading.Lock()  # moto's log backend is not thread-safe
 
 
 def install(router: Router) -> None:
@@ -411,8 +410,7 @@ def _pump(stream, run: JobRun, group: str, tail: deque | None) -> None:
                 continue
             if tail is not None:
                 tail.append(line.strip())
-            with _log_lock:
-                backends.write_logs(run.region, group, run.id, [line])
+            backends.write_logs(run.region, group, run.id, [line])
 
 
 def _kill(process: subprocess.Popen) -> None:

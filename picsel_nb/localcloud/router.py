@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from urllib.parse import parse_qs, unquote
 
 import botocore.session
@@ -320,7 +320,7 @@ def _json_or_empty(body: bytes) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rest_routes(model_name: str) -> list:
     """REST routes of a botocore service model as (operation, path regex, required query keys,
     required header names).
