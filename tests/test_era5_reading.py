@@ -250,3 +250,42 @@ def test_netcdf_without_a_grid_raises_download_error():
     data = xr.Dataset({"t2m": ("station", [290.0])}).to_netcdf(engine="h5netcdf")
     with pytest.raises(DownloadError, match="lacks the dimension"):
         era5.open_download(data)
+
+
+# --- download_variables: the ingest function's check, from disk ---------------------------------
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    (KERALA_11, {"t2m", "d2m", "tp", "u10", "v10"}),
+    (COLORADO_NEW, {"t2m", "tp"}),
+    (COLORADO_OLD, {"t2m", "tp"}),
+    (BRAZIL_GRIB, {"t2m"}),
+])
+def test_download_variables_reads_every_container_from_disk(samples_dir, name, expected):
+    assert era5.download_variables(samples_dir / name) == expected
+
+
+def test_download_variables_of_a_synthetic_cds_zip(tmp_path):
+    request = era5.build_request("reanalysis-era5-land", "2023-09-01", area=(-9, -60, -10, -59))
+    path = tmp_path / "download.nc"
+    path.write_bytes(era5.synthetic_download("reanalysis-era5-land", request))
+    assert era5.download_variables(path) == {"t2m", "tp"}
+    assert [p.name for p in tmp_path.iterdir()] == ["download.nc"]  # unpacked members removed
+
+
+@pytest.mark.parametrize("name", [KERALA_11, COLORADO_NEW, COLORADO_OLD])
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_download_variables_refuses_a_truncated_file(samples_dir, tmp_path, name, keep):
+    data = (samples_dir / name).read_bytes()
+    path = tmp_path / "download.nc"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(DownloadError, match="truncated or corrupt"):
+        era5.download_variables(path)
+
+
+@pytest.mark.parametrize(("data", "found"), [(b"", "it is empty"), (b"hello world", "hello w")])
+def test_download_variables_refuses_what_is_not_a_download(tmp_path, data, found):
+    path = tmp_path / "download.nc"
+    path.write_bytes(data)
+    with pytest.raises(DownloadError, match=found):
+        era5.download_variables(path)

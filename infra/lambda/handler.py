@@ -212,16 +212,16 @@ def download(ingest: Ingest, target: Path, deadline: float) -> str:
 
 
 def check_download(path: Path, ingest: Ingest) -> None:
-    """Refuse a download that is not a readable ERA5 file holding the requested variables."""
+    """Refuse a download that is not a readable ERA5 file holding the requested variables
+    (checked from disk, without loading the file in memory)."""
     try:
-        ds = era5.open_download(path)
+        found = era5.download_variables(path)
     except ValueError as exc:
         raise CorruptDownloadError(
             f"the CDS file for {ingest.dataset} {ingest.day} is not a readable ERA5 download "
             f"({exc}); nothing was stored") from exc
-    with ds:
-        wanted = {era5.VARIABLES[name] for name in ingest.request["variable"]}
-        missing = sorted(wanted - set(ds.data_vars))
+    wanted = {era5.VARIABLES[name] for name in ingest.request["variable"]}
+    missing = sorted(wanted - found)
     if missing:
         raise CorruptDownloadError(
             f"the CDS file for {ingest.dataset} {ingest.day} lacks variable(s) {missing}; "

@@ -16,12 +16,13 @@ from picsel_nb.era5.cds_request import (
     request_hash,
     validate_request,
 )
-from picsel_nb.era5.reading import DownloadError, open_download
+from picsel_nb.era5.reading import DownloadError, download_variables, open_download
 from picsel_nb.era5.synthetic import synthetic, synthetic_download
 
 __all__ = [
     "DATASETS", "VARIABLES", "Area", "DatasetInfo", "DownloadError", "IncompleteDayError",
-    "RequestError", "build_request", "daily", "dataset_info", "latest_date", "open_download",
+    "RequestError", "build_request", "daily", "dataset_info", "download_variables",
+    "latest_date", "open_download",
     "parse_area", "parse_date", "request_dates", "request_hash", "synthetic",
     "synthetic_download", "validate_request",
 ]

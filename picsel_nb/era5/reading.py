@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 import zipfile
 from functools import reduce
@@ -47,6 +48,73 @@ def open_download(source: str | os.PathLike | bytes | bytearray | memoryview) ->
                             "accepted: files of one request, e.g. its instant and accum parts"
                             ) from exc
     return _normalise(merged)
+
+
+def download_variables(path: str | os.PathLike) -> set[str]:
+    """The data variables a downloaded file holds, checked without loading the file in memory.
+
+    For the ingest function, which must refuse a corrupt download before storing it but never
+    hold a whole file: zip members are unpacked to disk beside the file, each part is opened
+    lazily and the last value of every variable is read (a truncated file fails there). NetCDF3,
+    the retired CDS's format, is the exception: read past its end it gives fill values instead of
+    an error, so it is loaded whole to be checked (its files are small: int16, regional).
+    Raises DownloadError like ``open_download``.
+    """
+    path = Path(path)
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    kind = container(head)
+    if kind is None:
+        found = "it is empty" if not head else f"it starts with {head!r}"
+        raise DownloadError(f"download is not an ERA5 file: {found}; accepted: {ACCEPTED}")
+    if kind != "ZIP":
+        return _lazy_variables(path, kind, "download")
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix="picsel-unzip-") as tmp:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = [info for info in archive.infolist() if not info.is_dir()]
+                if not members:
+                    raise DownloadError(f"download is an empty ZIP; accepted: {ACCEPTED}")
+                names = set()
+                for number, info in enumerate(members):
+                    target = Path(tmp) / f"member-{number}"
+                    with archive.open(info) as source, target.open("wb") as sink:
+                        shutil.copyfileobj(source, sink)  # streamed: CRC checked at the end
+                    with target.open("rb") as member:
+                        member_kind = container(member.read(8))
+                    label = f"ZIP member {info.filename!r} of download"
+                    if member_kind in (None, "ZIP"):
+                        raise DownloadError(f"download is a ZIP whose member {info.filename!r} "
+                                            f"is not NetCDF or GRIB; accepted: {ACCEPTED}")
+                    names |= _lazy_variables(target, member_kind, label)
+                return names
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+            raise DownloadError(f"download is a truncated or corrupt ZIP ({exc}); "
+                                f"accepted: {ACCEPTED}") from exc
+
+
+def _lazy_variables(path: Path, kind: str, label: str) -> set[str]:
+    """The data variables of one NetCDF or GRIB file, opened lazily; its last values are read."""
+    try:
+        if kind == "GRIB":
+            import cfgrib  # imported here: eccodes is slow to load and rarely needed
+
+            parts = cfgrib.open_datasets(path, backend_kwargs={"indexpath": ""})
+        elif kind.startswith("NetCDF3"):
+            parts = [_open_netcdf(path.read_bytes())]
+        else:
+            parts = [xr.open_dataset(path, engine="netcdf4")]
+        try:
+            for part in parts:
+                for variable in part.data_vars.values():
+                    variable[(-1,) * variable.ndim].values  # noqa: B018 - reads the last chunk
+            return {name for part in parts for name in part.data_vars}
+        finally:
+            for part in parts:
+                part.close()
+    except Exception as exc:  # the engines raise OSError, RuntimeError, KeyError... for bad bytes
+        raise DownloadError(f"{label} is a truncated or corrupt {kind} file "
+                            f"({type(exc).__name__}: {exc}); accepted: complete {ACCEPTED}") from exc
 
 
 def container(data: bytes) -> str | None:
