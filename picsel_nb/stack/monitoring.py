@@ -24,12 +24,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from botocore.exceptions import WaiterError
-from botocore.waiter import WaiterModel, create_waiter_with_client
 
+from picsel_nb.stack import waiters
 from picsel_nb.stack.context import Stack
 from picsel_nb.stack.errors import tolerate
-from picsel_nb.stack.waiters import DeadlineError
+from picsel_nb.stack.waiters import ALARM_STATES
 
 LOG_RETENTION_DAYS = 14
 # Glue's default log groups, shared by every job and crawler of the account and region.
@@ -39,7 +38,6 @@ CRAWLER_LOG_GROUP = "/aws-glue/crawlers"
 SHARED_LOG_GROUPS = (JOB_OUTPUT_LOG_GROUP, JOB_ERROR_LOG_GROUP, CRAWLER_LOG_GROUP)
 
 ALARM_PERIOD_S = 300  # five minutes
-ALARM_STATES = ("OK", "ALARM", "INSUFFICIENT_DATA")
 DASHBOARD_PERIOD_S = 60
 DASHBOARD_HOURS = 1  # how far back plot_dashboard looks by default
 MIN_PERIODS_SHOWN = 5  # a short run still reads as a time series
@@ -383,30 +381,13 @@ def alarm_history(stack: Stack, since: datetime | None = None) -> list[dict]:
     return sorted(rows, key=lambda row: row["time"], reverse=True)
 
 
-ALARM_WAITERS = WaiterModel({"version": 2, "waiters": {
-    f"Alarm{state}": {
-        "operation": "DescribeAlarms", "delay": 5, "maxAttempts": 60,
-        "acceptors": [{"matcher": "pathAll", "argument": "MetricAlarms[].StateValue",
-                       "expected": state, "state": "success"}],
-    } for state in ALARM_STATES}})
-
-
 def wait_for_alarm_state(stack: Stack, name: str, state: str, deadline_s: float = 900,
                          delay_s: float = 1.0) -> dict:
     """The alarm once it is in `state` (OK | ALARM | INSUFFICIENT_DATA), polled with a boto3
     waiter (CloudWatch has none for states); DeadlineError naming it and its last state."""
     if state not in ALARM_STATES:
         raise ValueError(f"alarm state {state!r} is not valid; accepted: {', '.join(ALARM_STATES)}")
-    cloudwatch = stack.client("cloudwatch")
-    attempts = max(1, math.ceil(deadline_s / delay_s)) + 1  # the first poll is immediate
-    try:
-        create_waiter_with_client(f"Alarm{state}", ALARM_WAITERS, cloudwatch).wait(
-            AlarmNames=[name], WaiterConfig={"Delay": delay_s, "MaxAttempts": attempts})
-    except WaiterError as exc:
-        alarms = (exc.last_response or {}).get("MetricAlarms") or [{}]
-        last = alarms[0].get("StateValue", "missing")
-        raise DeadlineError(f"alarm {name} is still {last}, not {state}, after {deadline_s:g} s "
-                            "(the deadline)") from None
+    waiters.wait_for_alarm_state(stack.client("cloudwatch"), name, state, deadline_s, delay_s)
     return _alarms(stack, [name])[0]
 
 

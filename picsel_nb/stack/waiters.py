@@ -1,4 +1,5 @@
-"""Waiters boto3 lacks: a Glue job run reaching a final state, a Glue crawler back to READY.
+"""Waiters boto3 lacks: a Glue job run reaching a final state, a Glue crawler back to READY, a
+CloudWatch alarm reaching a state.
 
 Both are declared like botocore's own (a ``WaiterModel`` of acceptors on a Get* call), so waiting
 is boto3 polling with a delay and a bounded number of attempts, never a hand-written sleep loop.
@@ -16,6 +17,7 @@ from botocore.waiter import WaiterModel, create_waiter_with_client
 from picsel_nb.stack.errors import StackError
 
 JOB_RUN_FINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED", "TIMEOUT", "ERROR", "EXPIRED")
+ALARM_STATES = ("OK", "ALARM", "INSUFFICIENT_DATA")
 
 WAITER_MODEL = WaiterModel({
     "version": 2,
@@ -31,6 +33,11 @@ WAITER_MODEL = WaiterModel({
             "acceptors": [{"matcher": "path", "argument": "Crawler.State", "expected": "READY",
                            "state": "success"}],
         },
+        **{f"Alarm{state}": {
+            "operation": "DescribeAlarms", "delay": 5, "maxAttempts": 60,
+            "acceptors": [{"matcher": "pathAll", "argument": "MetricAlarms[].StateValue",
+                           "expected": state, "state": "success"}],
+        } for state in ALARM_STATES},
     },
 })
 
@@ -40,7 +47,8 @@ class DeadlineError(StackError, TimeoutError):
 
 
 def waiter(client: Any, name: str):
-    """One of this module's waiters ("JobRunFinished", "CrawlerReady") bound to a Glue client."""
+    """One of this module's waiters ("JobRunFinished", "CrawlerReady", "AlarmOK", …) bound to a
+    client of the service it polls."""
     return create_waiter_with_client(name, WAITER_MODEL, client)
 
 
@@ -76,3 +84,13 @@ def wait_for_crawler(glue: Any, name: str, deadline_s: float, delay_s: float = 2
 
     _wait(glue, "CrawlerReady", deadline_s, delay_s, describe, Name=name)
     return glue.get_crawler(Name=name)["Crawler"]
+
+
+def wait_for_alarm_state(cloudwatch: Any, name: str, state: str, deadline_s: float,
+                         delay_s: float = 1.0) -> None:
+    """Return once alarm `name` is in `state`; DeadlineError naming it and its last state."""
+    def describe(last: dict) -> str:
+        alarms = last.get("MetricAlarms") or [{}]
+        return f"alarm {name} is still {alarms[0].get('StateValue', 'missing')}, not {state},"
+
+    _wait(cloudwatch, f"Alarm{state}", deadline_s, delay_s, describe, AlarmNames=[name])
