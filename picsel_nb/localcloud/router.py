@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
+from http import HTTPStatus
 from urllib.parse import parse_qs, unquote
 
 import botocore.session
@@ -201,11 +202,12 @@ class Router:
         return AwsResponse(captured["status"], headers, body)
 
 
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+
 def _send(response: AwsResponse, start_response: Callable, head: bool = False) -> list[bytes]:
     """Start the WSGI response; a HEAD answer keeps the Content-Length of what a GET would send."""
-    from http import HTTPStatus
-
-    reason = HTTPStatus(response.status).phrase if response.status in HTTPStatus._value2member_map_ else ""
+    reason = _REASONS.get(response.status, "")
     headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
     length = next((v for k, v in response.headers.items() if k.lower() == "content-length"), None)
     headers["Content-Length"] = length if head and length is not None else str(len(response.body))
