@@ -14,7 +14,11 @@ from tests import cloud_fixtures
 
 cloud = cloud_fixtures.cloud  # the shared embedded-cloud fixture
 
-ROLE = "arn:aws:iam::123456789012:role/crawler"
+CRAWLER_PERMISSIONS = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"],
+     "Resource": ["arn:aws:s3:::crawl-*", "arn:aws:s3:::crawl-*/*"]},
+    {"Effect": "Allow", "Action": "glue:*", "Resource": "*"}]}
+ROLE = "arn:aws:iam::123456789012:role/picsel-test-crawler"
 
 
 def contour_rows(variable: str, day: str, lower: float) -> bytes:
@@ -31,9 +35,15 @@ def contour_rows(variable: str, day: str, lower: float) -> bytes:
     return "\n".join(json.dumps(r) for r in rows).encode() + b"\n"
 
 
+@pytest.fixture(scope="module")
+def role(cloud) -> str:
+    """The crawlers' role: reads the test buckets, writes the catalog (held to it as on AWS)."""
+    return cloud.role("picsel-test-crawler", CRAWLER_PERMISSIONS, "glue.amazonaws.com")
+
+
 @pytest.fixture
-def catalog(cloud):
-    """A bucket and a database of their own."""
+def catalog(cloud, role):
+    """A bucket and a database of their own, and the crawlers' role."""
     bucket = f"crawl-{uuid.uuid4().hex[:10]}"
     database = f"db_{uuid.uuid4().hex[:8]}"
     cloud.client("s3").create_bucket(

@@ -12,8 +12,7 @@ import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from picsel_nb.localcloud import s3_access
-from picsel_nb.localcloud.s3_access import ANONYMOUS, Principal, evaluate, is_public
+from picsel_nb.localcloud.policy import ANONYMOUS, Principal, evaluate, is_public
 from tests.cloud_fixtures import cloud  # noqa: F401
 
 REGION = "sa-east-1"
@@ -315,4 +314,4 @@ def test_is_public_needs_an_unrestricted_allow_to_everyone():
         "Condition": {"IpAddress": {"aws:SourceIp": "0.0.0.0/0"}}}]})
     assert not is_public({"Statement": [allow | {
         "Condition": {"IpAddress": {"aws:SourceIp": "203.0.113.0/24"}}}]})
-    assert not s3_access.is_public(None)
+    assert not is_public(None)

@@ -18,6 +18,10 @@ Differences from AWS: one table per S3 target (Glue may split a target into seve
 the folders' schemas differ; here files of a minority classification are skipped and logged); a
 data column named like a partition key is dropped in favour of the key; a missing database, a
 missing bucket or a failing read fails the crawl; only S3 targets are crawled.
+
+The crawl acts as a session of the crawler's role (``AWS-Crawler``): each S3 list and read and
+each catalog read and write is authorized against the role's policies first, and a missing grant
+fails the crawl with Glue's AccessDeniedException (its log lines are written as the service's).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from moto.glue.exceptions import CrawlerNotFoundException
 from moto.glue.models import FakeCrawl, FakeCrawler, GlueBackend
 from moto.s3.exceptions import MissingBucket
 
-from picsel_nb.localcloud import backends
+from picsel_nb.localcloud import authorization, backends
 from picsel_nb.localcloud.glue_jobs import glue_error, glue_response
 from picsel_nb.localcloud.router import AwsRequest, AwsResponse, Router
 from picsel_nb.localcloud.schema_inference import (
@@ -286,9 +290,21 @@ class Crawl:
         behaviour = config.get("CrawlerOutput", {}).get("Partitions", {}).get("AddOrUpdateBehavior")
         self.inherit_schema = behaviour == "InheritFromTable"
         self.database = crawler.database_name
+        self.principal = authorization.role_session(crawler.role or "", "AWS-Crawler")
+
+    def _require(self, action: str, table: str | None = None) -> None:
+        """Fail the crawl unless the role may do ``action`` on the catalog, the database and
+        (given) the table, the ARNs Glue checks."""
+        prefix = f"arn:aws:glue:{self.glue.region_name}:{self.glue.account_id}"
+        resources = [f"{prefix}:catalog", f"{prefix}:database/{self.database}"]
+        if table is not None:
+            resources.append(f"{prefix}:table/{self.database}/{table}")
+        for resource in resources:
+            authorization.require(self.principal, action, resource)
 
     def run(self) -> None:
         """Scan every S3 target, then create, update and delete tables and partitions."""
+        self._require("glue:GetDatabase")
         self.glue.get_database(self.database)  # a missing database fails the crawl
         for kind in set(self.crawler.targets or {}) - {"S3Targets"}:
             if self.crawler.targets[kind]:
@@ -298,9 +314,11 @@ class Crawl:
         self.log("BENCHMARK", f"Classification complete, writing results to database "
                  f"{self.database}")
         for scan in scans:
+            self._check_stop()
             self._write_table(scan)
         if not self.new_folders_only:
             self._remove_vanished({scan.name for scan in scans})
+        self._check_stop()  # a stop accepted while RUNNING always ends CANCELLED
 
     def _check_stop(self) -> None:
         """End the crawl here when StopCrawler has been called."""
@@ -313,6 +331,8 @@ class Crawl:
         """Classify every object of one S3 target; None when it holds nothing to catalog."""
         path = target["Path"]
         bucket, _, prefix = path.removeprefix("s3://").partition("/")
+        authorization.require(self.principal, "s3:ListBucket", f"arn:aws:s3:::{bucket}",
+                              {"s3:prefix": prefix})
         try:
             keys = backends.list_keys(bucket, prefix)
         except MissingBucket:
@@ -330,6 +350,7 @@ class Crawl:
                     or any(rx.fullmatch(relative) for rx in excluded)):
                 continue
             self._check_stop()
+            authorization.require(self.principal, "s3:GetObject", f"arn:aws:s3:::{bucket}/{key}")
             files[relative] = classify(backends.read_object(bucket, key))
         if not files:
             self.log("INFO", f"No files found under {path}: no table created")
@@ -370,8 +391,10 @@ class Crawl:
     def _write_table(self, scan: TableScan) -> None:
         """Create the table or apply the update policy; then its partitions."""
         table_input = self._table_input(scan)
+        self._require("glue:GetTable", scan.name)
         existing = self.glue.get_database(self.database).tables.get(scan.name)
         if existing is None:
+            self._require("glue:CreateTable", scan.name)
             self.glue.create_table(self.database, scan.name, table_input)
             self.crawl.counts["TablesCreated"] += 1
             self.log("INFO", f"Created table {scan.name} in database {self.database}")
@@ -379,6 +402,7 @@ class Crawl:
             schema_changed = _changed(existing.as_dict(), table_input,
                                       ("PartitionKeys", "StorageDescriptor.Columns"))
             if self.update == "UPDATE_IN_DATABASE":
+                self._require("glue:UpdateTable", scan.name)
                 self.glue.update_table(self.database, scan.name, table_input)
                 self.crawl.counts["TablesUpdated"] += 1
                 self.log("INFO", f"Updated table {scan.name} in database {self.database}")
@@ -388,12 +412,14 @@ class Crawl:
         self._write_partitions(scan, table_input)
 
     def _write_partitions(self, scan: TableScan, table_input: dict) -> None:
+        self._require("glue:GetPartitions", scan.name)
         table = self.glue.get_table(self.database, scan.name)
         current = {tuple(p.values): p for p in table.partitions.values()}
         wanted = {values: self._partition_input(scan, part, table_input)
                   for values, part in scan.partitions.items()}
         new = [wanted[v] for v in wanted if v not in current]
         if new:
+            self._require("glue:BatchCreatePartition", scan.name)
             self.glue.batch_create_partition(self.database, scan.name, new)
             self.crawl.counts["PartitionsCreated"] += len(new)
             self.log("INFO", f"Created partitions with values {_values(new)} for table "
@@ -401,6 +427,8 @@ class Crawl:
         if self.update == "UPDATE_IN_DATABASE" and not self.new_folders_only:
             changed = [wanted[v] for v in wanted
                        if v in current and current[v].partition_input != wanted[v]]
+            if changed:
+                self._require("glue:UpdatePartition", scan.name)
             for item in changed:
                 self.glue.update_partition(self.database, scan.name, item, item["Values"])
             if changed:
@@ -413,6 +441,7 @@ class Crawl:
 
     def _remove_partitions(self, table: str, gone: list[list[str]]) -> None:
         if self.delete == "DELETE_FROM_DATABASE":
+            self._require("glue:BatchDeletePartition", table)
             self.glue.batch_delete_partition(self.database, table, [{"Values": v} for v in gone])
             self.crawl.counts["PartitionsDeleted"] += len(gone)
             self.log("INFO", f"Deleted partitions with values {_values(gone)} from table {table}")
@@ -422,12 +451,14 @@ class Crawl:
 
     def _remove_vanished(self, crawled: set[str]) -> None:
         """Apply DeleteBehavior to this crawler's tables whose data is gone."""
+        self._require("glue:GetTables", "*")
         tables = self.glue.get_database(self.database).tables
         for name, table in list(tables.items()):
             parameters = table.as_dict().get("Parameters") or {}
             if name in crawled or parameters.get("UPDATED_BY_CRAWLER") != self.crawler.name:
                 continue
             if self.delete == "DELETE_FROM_DATABASE":
+                self._require("glue:DeleteTable", name)
                 self.glue.delete_table(self.database, name)
                 self.log("INFO", f"Deleted table {name} from database {self.database}")
             elif self.delete == "DEPRECATE_IN_DATABASE":
@@ -436,6 +467,7 @@ class Crawl:
                 table_input = _table_input_of(table)
                 table_input["Parameters"] = parameters | {"DEPRECATED_BY_CRAWLER":
                                                           self.crawler.name}
+                self._require("glue:UpdateTable", name)
                 self.glue.update_table(self.database, name, table_input)
                 self.log("INFO", f"Deprecated table {name} in database {self.database}")
             else:
