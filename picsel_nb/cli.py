@@ -1,13 +1,15 @@
 """The ``picsel`` command: the walkthrough's steps from a terminal, over the same functions.
 
 Each command registers itself with ``add_command(name, help, configure, run)``; ``run(args)``
-returns the exit code. ``picsel cloud start|stop|status`` manages the embedded cloud; ``up``,
+returns the exit code. ``picsel cloud start|stop|status`` manages the embedded cloud (``picsel cloud env`` prints the
+shell lines that point the AWS CLI and other SDKs at it); ``up``,
 ``ingest``, ``process``, ``crawl``, ``demo`` and ``down`` run the pipeline's steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -50,12 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-# --- picsel cloud start | stop | status ---------------------------------------------------------
+# --- picsel cloud start | stop | status | env ---------------------------------------------------
 
 
 def _configure_cloud(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("start", "stop", "status"),
-                        help="start the embedded cloud in the background, stop it, or report it")
+    parser.add_argument("action", choices=("start", "stop", "status", "env"),
+                        help="start the embedded cloud in the background, stop it, report it, "
+                             "or print the shell lines that point the AWS CLI at it")
     parser.add_argument("--port", type=int,
                         help="port on 127.0.0.1 (default: PICSEL_CLOUD_PORT or 4566)")
 
@@ -66,7 +69,17 @@ def _cloud(args: argparse.Namespace) -> int:
         print(f"PICSEL_BACKEND={settings.backend}: there is no embedded cloud to {args.action}")
         return 1
     cloud = LocalCloud(args.port or settings.cloud_port, settings.state_dir)
-    return {"start": _cloud_start, "stop": _cloud_stop, "status": _cloud_status}[args.action](cloud)
+    actions = {"start": _cloud_start, "stop": _cloud_stop, "status": _cloud_status,
+               "env": _cloud_env}
+    return actions[args.action](cloud)
+
+
+def _cloud_env(cloud: LocalCloud) -> int:
+    """``eval "$(picsel cloud env)"``: the AWS CLI and SDKs then reach the embedded cloud."""
+    print("unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN")
+    for name, value in cloud.client_env().items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
 
 
 def _cloud_start(cloud: LocalCloud) -> int:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 BACKENDS = ("local", "aws")
 LOCAL_ACCOUNT_ID = "123456789012"  # the account moto answers for
-LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 # The original pipeline's defaults, kept as the demo's.
 DEMO_DATASET = "reanalysis-era5-land"

@@ -18,6 +18,8 @@ from werkzeug.test import Client
 from picsel_nb import era5
 from picsel_nb.localcloud import cds_api
 from picsel_nb.localcloud.app import build_app
+from picsel_nb.localcloud.auth import Authenticator
+from picsel_nb.localcloud.credentials import AccessKey, admin_key
 from picsel_nb.localcloud.router import Router
 
 DATASET = "reanalysis-era5-land"
@@ -32,14 +34,19 @@ def _not_found(environ: dict, start_response) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    """A loopback CDS on a free port, served as the embedded cloud serves it (router mount)."""
-    router = Router(_not_found)
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A loopback CDS on a free port, served as the embedded cloud serves it (router mount,
+    requests authenticated with an administrator key of a state directory of its own)."""
+    state = tmp_path_factory.mktemp("cds-state")
+    router = Router(_not_found, Authenticator(admin_key(state)))
     cds_api.install(router)
     server = make_server("127.0.0.1", 0, router, threaded=True)
+    router.authenticator.port = server.server_port
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PICSEL_STATE_DIR", str(state))
+        yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(timeout=10)
 
@@ -278,7 +285,7 @@ def test_bad_faults_are_refused_naming_the_accepted_ones(endpoint):
 
 
 def test_embedded_cloud_mounts_the_loopback_cds():
-    cloud = Client(build_app())
+    cloud = Client(build_app(AccessKey("AKIAEXAMPLEEXAMPLE00", "not-a-real-secret")))
 
     reply = cloud.get(f"{cds_api.PREFIX}/api/retrieve/v1/processes/{DATASET}")
 

@@ -10,13 +10,13 @@ import time
 import uuid
 from datetime import timedelta
 
-import boto3
 import botocore.model
 import pytest
 import requests
 from botocore.exceptions import ClientError
 from botocore.parsers import ResponseParserError
 
+from picsel_nb.localcloud.credentials import admin_key
 from tests.cloud_fixtures import cloud  # noqa: F401
 
 REGION = "sa-east-1"
@@ -67,7 +67,7 @@ def trail_bucket_policy(bucket: str, trail: str, prefix: str = "trail-logs") -> 
 
 
 def flush(cloud) -> list[str]:  # noqa: F811
-    answer = requests.post(f"{cloud.endpoint_url}/_picsel/cloudtrail/flush", timeout=30)
+    answer = cloud.control("POST", "/_picsel/cloudtrail/flush")
     answer.raise_for_status()
     return answer.json()["Delivered"]
 
@@ -112,7 +112,8 @@ def test_lookup_finds_management_events_by_attribute(cloud):  # noqa: F811
     event = created[0]
     assert event["EventSource"] == "s3.amazonaws.com" and event["ReadOnly"] == "false"
     assert event["Resources"] == [{"ResourceType": "AWS::S3::Bucket", "ResourceName": bucket}]
-    assert event["AccessKeyId"] == "testing" and event["Username"] == "moto"
+    assert event["AccessKeyId"] == admin_key(cloud.local.state_dir).access_key_id
+    assert event["Username"] == "picsel-admin"
     full = record(event)
     assert full["eventVersion"] == "1.11" and full["eventType"] == "AwsApiCall"
     assert full["eventCategory"] == "Management" and full["managementEvent"] is True
@@ -213,21 +214,18 @@ def test_failed_and_anonymous_calls_carry_error_codes(cloud):  # noqa: F811
 
 
 def test_assumed_role_sessions_are_recorded_as_such(cloud):  # noqa: F811
-    role_arn = cloud.lambda_role()
-    credentials = cloud.client("sts").assume_role(RoleArn=role_arn,
-                                                  RoleSessionName="ingest-session")["Credentials"]
-    session = boto3.session.Session(aws_access_key_id=credentials["AccessKeyId"],
-                                    aws_secret_access_key=credentials["SecretAccessKey"],
-                                    aws_session_token=credentials["SessionToken"])
+    role_arn = cloud.role("picsel-test-bucket-maker", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:CreateBucket", "Resource": "*"}]})
+    session = cloud.assume(role_arn, "ingest-session")
     bucket = unique("as-role")
-    session.client("s3", endpoint_url=cloud.endpoint_url, region_name=REGION).create_bucket(
+    session.client("s3", endpoint_url=cloud.endpoint_url).create_bucket(
         Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     event = lookup(cloud, **by("ResourceName", bucket))[0]
     assert event["Username"] == "ingest-session"
-    assert event["AccessKeyId"] == credentials["AccessKeyId"]
+    assert event["AccessKeyId"] == session.get_credentials().access_key
     identity = record(event)["userIdentity"]
     assert identity["type"] == "AssumedRole"
-    assert identity["arn"].endswith(":assumed-role/picsel-test-lambda-role/ingest-session")
+    assert identity["arn"].endswith(":assumed-role/picsel-test-bucket-maker/ingest-session")
     assert identity["sessionContext"]["sessionIssuer"]["arn"] == role_arn
 
 

@@ -76,7 +76,8 @@ def test_client_starts_the_local_cloud_when_needed(isolated):
 def test_aws_backend_gets_a_plain_boto3_client(monkeypatch):
     monkeypatch.setenv("PICSEL_BACKEND", "aws")
     monkeypatch.setenv("PICSEL_REGION", "sa-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_CONFIG_FILE"):  # the cloud's profile
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PICSEL_CLOUD_PORT", str(free_port()))  # nothing may start there
     s3 = clients.client("s3")
     assert s3.meta.endpoint_url == "https://s3.sa-east-1.amazonaws.com"

@@ -19,7 +19,7 @@ from moto import mock_aws
 from moto.iam.access_control import PermissionResult
 from moto.s3.models import FakeBucket
 
-from picsel_nb.settings import LOCAL_CREDENTIALS, get_settings
+from picsel_nb.settings import get_settings
 from picsel_nb.stack import buckets
 from picsel_nb.stack.context import Stack, get_stack
 from picsel_nb.stack.errors import StackError, error_code
@@ -45,8 +45,8 @@ def moto_stack(monkeypatch) -> Iterator[Stack]:
     """
     monkeypatch.setattr(FakeBucket, "get_permission",
                         lambda self, action, resource: PermissionResult.NEUTRAL)
-    for name, value in LOCAL_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # moto's in-process mock
+        monkeypatch.setenv(name, "testing")
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     with mock_aws():

@@ -6,6 +6,8 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 
 from picsel_nb.localcloud import (
     alarms,
+    auth,
+    authorization,
     cds_api,
     cloudtrail,
     crawlers,
@@ -13,14 +15,19 @@ from picsel_nb.localcloud import (
     lambda_exec,
     s3_access,
 )
+from picsel_nb.localcloud.credentials import AccessKey
 from picsel_nb.localcloud.router import Router
 
-EXECUTORS = (s3_access, cloudtrail, alarms, lambda_exec, glue_jobs, crawlers, cds_api)
+# Authentication's own answers first, then authorization, which must see every request before
+# any executor acts on it.
+EXECUTORS = (auth, authorization, s3_access, cloudtrail, alarms, lambda_exec, glue_jobs,
+             crawlers, cds_api)
 
 
-def build_app() -> Router:
-    """moto's server app wrapped by the router, with every executor installed."""
-    router = Router(DomainDispatcherApplication(create_backend_app))
+def build_app(admin: AccessKey, port: int | None = None) -> Router:
+    """moto's server app behind the router: requests authenticated, every executor installed."""
+    router = Router(DomainDispatcherApplication(create_backend_app),
+                    auth.Authenticator(admin, port))
     for executor in EXECUTORS:
         executor.install(router)
     return router

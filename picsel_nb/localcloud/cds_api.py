@@ -41,6 +41,7 @@ from picsel_nb.localcloud.cds_jobs import (
     Job,
     LicenceError,
 )
+from picsel_nb.localcloud.credentials import admin_headers, admin_key
 from picsel_nb.localcloud.router import AwsRequest, AwsResponse, Router
 from picsel_nb.settings import get_settings
 
@@ -66,6 +67,7 @@ _URLS = Map([
     Rule("/admin/tokens/<token>", methods=["DELETE"], endpoint="revoke"),
 ], strict_slashes=False)
 
+_ADMIN_ENDPOINTS = ("issue", "revoke")
 _LEGACY = ("The CDS API v2 (UID:KEY keys, /resources endpoints) was retired in September 2024: "
            "use a personal access token (no colon) with cdsapi >= 0.7.")
 
@@ -85,7 +87,7 @@ class Problem(Exception):
 
 def install(router: Router) -> None:
     """Serve the loopback CDS under ``/_picsel/cds`` with a fresh, empty store."""
-    router.mount(PREFIX, CdsApi(CdsStore()))
+    router.mount(PREFIX, CdsApi(CdsStore()), public=True)  # the CDS checks its own tokens
 
 
 def api_url(endpoint_url: str | None = None) -> str:
@@ -96,16 +98,27 @@ def api_url(endpoint_url: str | None = None) -> str:
 def issue_token(endpoint_url: str | None = None, *, accept_licences: bool = True,
                 faults: dict | None = None) -> str:
     """A new API key for the loopback CDS, optionally without the licence or with faults."""
-    body = {"accept_licences": accept_licences, "faults": faults or {}}
-    reply = requests.post(f"{_root(endpoint_url)}/admin/tokens", json=body, timeout=30)
+    body = json.dumps({"accept_licences": accept_licences, "faults": faults or {}}).encode()
+    url = f"{_root(endpoint_url)}/admin/tokens"
+    headers = _admin_headers("POST", url, body, {"Content-Type": "application/json"})
+    reply = requests.post(url, data=body, headers=headers, timeout=30)
     reply.raise_for_status()
     return reply.json()["token"]
 
 
 def revoke_token(token: str, endpoint_url: str | None = None) -> None:
     """Make a loopback CDS key invalid (as deleting a token on the CDS profile page does)."""
-    reply = requests.delete(f"{_root(endpoint_url)}/admin/tokens/{token}", timeout=30)
+    url = f"{_root(endpoint_url)}/admin/tokens/{token}"
+    reply = requests.delete(url, headers=_admin_headers("DELETE", url), timeout=30)
     reply.raise_for_status()
+
+
+def _admin_headers(method: str, url: str, body: bytes = b"",
+                   headers: dict[str, str] | None = None) -> dict[str, str]:
+    """Headers signed with the administrator's key of the state directory in force."""
+    settings = get_settings()
+    return admin_headers(method, url, admin_key(settings.state_dir), settings.region, body,
+                         headers)
 
 
 def _root(endpoint_url: str | None) -> str:
@@ -125,6 +138,9 @@ class CdsApi:
         instance = f"http://{_host(req)}{req.path}"
         try:
             endpoint, args = _URLS.bind("loopback").match(req.path[len(PREFIX):], req.method)
+            if endpoint in _ADMIN_ENDPOINTS and not req.principal.admin:
+                raise Problem(403, "forbidden", "only the embedded cloud's administrator (a "
+                              "SigV4-signed request) may issue or revoke tokens")
             return getattr(self, f"_{endpoint}")(req, **args)
         except NotFound:
             return Problem(404, "not found", f"{req.path} is not served here").response(instance)

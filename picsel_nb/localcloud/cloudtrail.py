@@ -28,7 +28,9 @@ from moto.core.exceptions import JsonRESTError
 from moto.sts.models import sts_backends
 
 from picsel_nb.localcloud import s3_access
+from picsel_nb.localcloud.auth import ADMIN_USER_ID
 from picsel_nb.localcloud.backends import write_object
+from picsel_nb.localcloud.policy import Principal, evaluate
 from picsel_nb.localcloud.router import ACCOUNT_ID, AwsRequest, AwsResponse, Router
 
 log = logging.getLogger(__name__)
@@ -245,29 +247,30 @@ def is_data_event(request: AwsRequest) -> bool:
 
 
 def user_identity(request: AwsRequest) -> tuple[dict, str | None]:
-    """The record's ``userIdentity`` and the user name LookupEvents shows, from the access key.
+    """The record's ``userIdentity`` and the user name LookupEvents shows, from who signed it.
 
-    Keys moto issued through AssumeRole are AssumedRole sessions; IAM users' keys are IAMUser;
-    any other key is what moto's GetCallerIdentity reports for it; unsigned calls are anonymous.
+    Role sessions are AssumedRole identities with their session issuer; the administrator is
+    the IAM user it stands for; unsigned calls are anonymous.
     """
-    if not request.signed:
+    principal = request.principal
+    if principal.anonymous:
         return {"type": "AWSAccount", "principalId": "", "accountId": "ANONYMOUS_PRINCIPAL"}, None
-    sts = sts_backends[ACCOUNT_ID]["aws"]
-    principal_id, arn, account = sts.get_caller_identity(request.access_key, request.region)
-    identity = {"principalId": principal_id, "arn": arn, "accountId": account,
-                "accessKeyId": request.access_key}
-    role = sts.get_assumed_role_from_access_key(request.access_key)
-    if role is not None:
+    if principal.role_arn is not None:
+        role = sts_backends[ACCOUNT_ID]["aws"].get_assumed_role_from_access_key(
+            principal.access_key)
+        principal_id = role.user_id if role is not None else principal.session_name
         issuer = {"type": "Role", "principalId": principal_id.split(":")[0],
-                  "arn": role.role_arn, "accountId": account,
-                  "userName": role.role_arn.rsplit("/", 1)[-1]}
-        identity["sessionContext"] = {"sessionIssuer": issuer,
-                                      "attributes": {"mfaAuthenticated": "false"}}
-        return {"type": "AssumedRole"} | identity, role.session_name
-    if arn.endswith(":root"):
-        return {"type": "Root"} | identity, "root"
-    name = arn.rsplit("/", 1)[-1]
-    return {"type": "IAMUser"} | identity | {"userName": name}, name
+                  "arn": principal.role_arn, "accountId": principal.account,
+                  "userName": principal.role_arn.rsplit("/", 1)[-1]}
+        return {"type": "AssumedRole", "principalId": principal_id, "arn": principal.arn,
+                "accountId": principal.account, "accessKeyId": principal.access_key,
+                "sessionContext": {"sessionIssuer": issuer,
+                                   "attributes": {"mfaAuthenticated": "false"}}
+                }, principal.session_name
+    name = principal.arn.rsplit("/", 1)[-1]
+    return {"type": "IAMUser", "principalId": ADMIN_USER_ID, "arn": principal.arn,
+            "accountId": principal.account, "accessKeyId": principal.access_key,
+            "userName": name}, name
 
 
 def resources_of(request: AwsRequest) -> list[Resource]:
@@ -546,12 +549,12 @@ def bucket_policy_allows(bucket, prefix: str | None, trail_arn: str, region: str
     """Whether the bucket policy lets the CloudTrail service check the bucket ACL and write
     ``[prefix/]AWSLogs/<acct>/…`` for this trail (the check AWS makes in CreateTrail)."""
     policy = s3_access.bucket_policy(bucket)
-    service = s3_access.Principal(service="cloudtrail.amazonaws.com")
+    service = Principal(service="cloudtrail.amazonaws.com")
     context = {"aws:SourceArn": trail_arn, "aws:SourceAccount": ACCOUNT_ID,
                "s3:x-amz-acl": "bucket-owner-full-control", "aws:SecureTransport": "true"}
     key = f"{prefix}/" if prefix else ""
     log_arn = f"arn:aws:s3:::{bucket.name}/{key}AWSLogs/{ACCOUNT_ID}/CloudTrail/{region}/x.json.gz"
-    return all(s3_access.evaluate(policy, service, action, resource, context) == "Allow"
+    return all(evaluate(policy, service, action, resource, context) == "Allow"
                for action, resource in (("s3:GetBucketAcl", f"arn:aws:s3:::{bucket.name}"),
                                         ("s3:PutObject", log_arn)))
 

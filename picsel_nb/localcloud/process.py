@@ -2,8 +2,9 @@
 
 One server per port. It writes its pid file once it is listening and removes it when it stops;
 its output goes to a log file beside the pid file in the state directory. Whether a server is
-running is decided by asking it (``/_picsel/health`` answers with its pid), never by the pid
-file alone, so a stale pid file or a reused pid cannot mislead ``stop``.
+running is decided by asking it (``/_picsel/health`` answers the administrator's signed request
+with its pid), never by the pid file alone, so a stale pid file or a reused pid cannot mislead
+``stop``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from picsel_nb.localcloud.credentials import (
+    PROFILE,
+    admin_headers,
+    admin_key,
+    credentials_path,
+    write_config,
+)
 from picsel_nb.settings import get_settings
 
 HEALTH_PATH = "/_picsel/health"
@@ -61,6 +69,19 @@ class LocalCloud:
     @property
     def log_path(self) -> Path:
         return self.state_dir / f"cloud-{self.port}.log"
+
+    def client_env(self) -> dict[str, str]:
+        """The variables with which boto3, the AWS CLI or any SDK reach this cloud as its admin.
+
+        They name the credentials and config files of the state directory (made here if
+        missing), never the key itself.
+        """
+        region = get_settings().region
+        admin_key(self.state_dir)
+        return {"AWS_ENDPOINT_URL": self.endpoint_url,
+                "AWS_SHARED_CREDENTIALS_FILE": str(credentials_path(self.state_dir)),
+                "AWS_CONFIG_FILE": str(write_config(self.state_dir, self.endpoint_url, region)),
+                "AWS_PROFILE": PROFILE, "AWS_REGION": region, "AWS_DEFAULT_REGION": region}
 
     def health(self, timeout: float = 1.0) -> dict | None:
         """What the server says of itself ({"pid", "port", "started"}); None when none answers."""
@@ -136,8 +157,11 @@ class LocalCloud:
             return log.read().decode("utf-8", "replace")
 
     def _get(self, path: str, timeout: float) -> dict | None:
+        url = self.endpoint_url + path
+        headers = admin_headers("GET", url, admin_key(self.state_dir), get_settings().region)
         try:
-            with _DIRECT.open(self.endpoint_url + path, timeout=timeout) as response:
+            request = urllib.request.Request(url, headers=headers)
+            with _DIRECT.open(request, timeout=timeout) as response:
                 payload = json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError):
             return None

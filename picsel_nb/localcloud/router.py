@@ -17,11 +17,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote
+from xml.sax.saxutils import escape
 
 import botocore.session
 from botocore.model import OperationNotFoundError
 from botocore.parsers import ResponseParserError, RpcV2CBORParser
+
+from picsel_nb.localcloud.policy import ANONYMOUS, Principal
+
+if TYPE_CHECKING:
+    from picsel_nb.localcloud.auth import Authenticator
 
 ACCOUNT_ID = "123456789012"
 
@@ -62,6 +69,7 @@ class AwsRequest:
     user_agent: str
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     account_id: str = ACCOUNT_ID
+    principal: Principal = ANONYMOUS  # who signed it, set by authentication before any handler
 
     @property
     def signed(self) -> bool:
@@ -98,6 +106,26 @@ class AwsResponse:
                 f"<Message>{message}</Message><RequestId>{uuid.uuid4().hex[:16]}</RequestId></Error>")
         return cls(status, {"Content-Type": "application/xml"}, body.encode())
 
+    @classmethod
+    def error(cls, request: AwsRequest, code: str, message: str, status: int) -> AwsResponse:
+        """An error in the wire shape of the protocol the request was made in."""
+        kind = protocol(request)
+        if kind == "s3":
+            response = cls.xml_error(code, escape(message), status)
+            if request.method == "HEAD":
+                response.body = b""
+            return response
+        if kind == "cbor":
+            body = _cbor_text_map({"__type": code, "message": message})
+            return cls(status, {"Content-Type": "application/cbor", "smithy-protocol": "rpc-v2-cbor",
+                                "x-amzn-RequestId": request.request_id}, body)
+        if kind == "query":
+            body = (f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+                    f"<Message>{escape(message)}</Message></Error>"
+                    f"<RequestId>{request.request_id}</RequestId></ErrorResponse>")
+            return cls(status, {"Content-Type": "text/xml"}, body.encode())
+        return cls.json_error(code, message, status)
+
     @property
     def error_code(self) -> str | None:
         """The AWS error code of an error response, from its header or body."""
@@ -130,6 +158,37 @@ class AwsResponse:
         return payload.get("message") or payload.get("Message")
 
 
+def protocol(request: AwsRequest) -> str:
+    """The wire protocol of a request: ``s3``, ``json``, ``cbor`` or ``query`` (AWS query/XML)."""
+    if request.service == "s3":
+        return "s3"
+    if request.headers.get("smithy-protocol") == "rpc-v2-cbor" or "/operation/" in request.path:
+        return "cbor"
+    if "x-amz-target" in request.headers:
+        return "json"
+    if "Action" in request.query or "x-www-form-urlencoded" in request.headers.get(
+            "content-type", ""):
+        return "query"
+    return "json"  # rest-json (Lambda) answers errors as JSON too
+
+
+def _cbor_text_map(values: dict[str, str]) -> bytes:
+    """A CBOR map of text strings (RFC 8949), enough for a smithy-rpc-v2-cbor error body."""
+    def head(major: int, length: int) -> bytes:
+        if length < 24:
+            return bytes([major << 5 | length])
+        for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+            if length < 1 << (8 * size):
+                return bytes([major << 5 | info]) + length.to_bytes(size, "big")
+        raise ValueError("too long for CBOR")
+
+    def text(value: str) -> bytes:
+        data = value.encode()
+        return head(3, len(data)) + data
+
+    return head(5, len(values)) + b"".join(text(k) + text(v) for k, v in values.items())
+
+
 Interceptor = Callable[[AwsRequest], "AwsResponse | None"]
 Observer = Callable[[AwsRequest, AwsResponse], None]
 PathHandler = Callable[[AwsRequest], AwsResponse]
@@ -138,10 +197,11 @@ PathHandler = Callable[[AwsRequest], AwsResponse]
 class Router:
     """Wrap moto's WSGI app: answer registered operations, pass the rest through, observe all."""
 
-    def __init__(self, moto_app: Callable) -> None:
+    def __init__(self, moto_app: Callable, authenticator: Authenticator | None = None) -> None:
         self._moto = moto_app
+        self.authenticator = authenticator
         self._interceptors: dict[tuple[str, str], list[Interceptor]] = {}
-        self._prefixes: list[tuple[str, PathHandler]] = []
+        self._prefixes: list[tuple[str, PathHandler, bool]] = []
         self._observers: list[Observer] = []
 
     def intercept(self, service: str, operation: str, handler: Interceptor) -> None:
@@ -152,19 +212,35 @@ class Router:
         """
         self._interceptors.setdefault((service, operation), []).append(handler)
 
-    def mount(self, prefix: str, handler: PathHandler) -> None:
-        """Serve every path under ``prefix`` (e.g. ``/_picsel/cds``) with ``handler``."""
-        self._prefixes.append((prefix, handler))
+    def mount(self, prefix: str, handler: PathHandler, public: bool = False) -> None:
+        """Serve every path under ``prefix`` (e.g. ``/_picsel/cds``) with ``handler``.
+
+        Only the administrator may call a mounted route unless it is ``public`` (the loopback
+        CDS, which checks its own tokens).
+        """
+        self._prefixes.append((prefix, handler, public))
 
     def observe(self, observer: Observer) -> None:
         """Call ``observer(request, response)`` after every AWS request."""
         self._observers.append(observer)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        gate = self.authenticator
+        if gate is not None and not gate.check_host(environ):
+            return _send(misdirected(environ), start_response)
         request = parse_request(environ)
-        for prefix, handler in self._prefixes:
-            if request.path.startswith(prefix):
-                return _send(handler(request), start_response)
+        mount = next((m for m in self._prefixes if request.path.startswith(m[0])), None)
+        public = mount is not None and mount[2]
+        refusal = gate.authenticate(request, environ, public) if gate is not None else None
+        if refusal is not None:
+            return _send(_without_cors(request, refusal), start_response)
+        if mount is not None:
+            if not public and gate is not None and not request.principal.admin:
+                return _send(gate.control_refusal(request), start_response)
+            return _send(mount[1](request), start_response)
+        if (gate is not None and request.path.startswith("/moto-api")
+                and not request.principal.admin):
+            return _send(gate.control_refusal(request), start_response)
         response = None
         handlers = self._interceptors.get((request.service, "*"), []) + self._interceptors.get(
             (request.service, request.operation or ""), []
@@ -177,7 +253,8 @@ class Router:
             response = self._pass_through(environ, request)
         for observer in self._observers:
             observer(request, response)
-        return _send(response, start_response, head=request.method == "HEAD")
+        return _send(_without_cors(request, response), start_response,
+                     head=request.method == "HEAD")
 
     def _pass_through(self, environ: dict, request: AwsRequest) -> AwsResponse:
         environ = dict(environ)
@@ -205,6 +282,22 @@ class Router:
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
+def misdirected(environ: dict) -> AwsResponse:
+    """The answer to a ``Host`` that is not this endpoint's (a DNS-rebinding page, a proxy)."""
+    host = environ.get("HTTP_HOST", "")[:64]
+    return AwsResponse.xml_error(
+        "InvalidHostHeader", escape(f"Host {host!r} is not this endpoint: use 127.0.0.1, "
+                                    "localhost or [::1] with the cloud's port."), 421)
+
+
+def _without_cors(request: AwsRequest, response: AwsResponse) -> AwsResponse:
+    """Only S3 answers with CORS headers (from its buckets' rules); moto adds them everywhere."""
+    if request.service != "s3" or request.path.startswith(("/moto-api", "/_picsel")):
+        for name in [n for n in response.headers if n.lower().startswith("access-control-")]:
+            del response.headers[name]
+    return response
+
+
 def _send(response: AwsResponse, start_response: Callable, head: bool = False) -> list[bytes]:
     """Start the WSGI response; a HEAD answer keeps the Content-Length of what a GET would send."""
     reason = _REASONS.get(response.status, "")
@@ -226,7 +319,7 @@ def parse_request(environ: dict) -> AwsRequest:
         headers["content-type"] = environ["CONTENT_TYPE"]
     path = unquote(environ.get("PATH_INFO", "/")) or "/"
     query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-    access_key, region, service = _credential(headers, query)
+    access_key, region, service = _credential(headers, query, path)
     operation, params = identify_operation(service, environ["REQUEST_METHOD"], path, query, headers, body)
     return AwsRequest(
         method=environ["REQUEST_METHOD"],
@@ -244,7 +337,7 @@ def parse_request(environ: dict) -> AwsRequest:
     )
 
 
-def _credential(headers: dict, query: dict) -> tuple[str | None, str, str]:
+def _credential(headers: dict, query: dict, path: str) -> tuple[str | None, str, str]:
     """Access key, region and signing name from a SigV4 header or presigned URL (or S3's SigV2,
     which boto3 still uses to presign S3 URLs)."""
     text = headers.get("authorization", "")
@@ -257,7 +350,35 @@ def _credential(headers: dict, query: dict) -> tuple[str | None, str, str]:
     if text.startswith("AWS ") or "AWSAccessKeyId" in query:  # SigV2: S3 only
         key = text[4:].split(":")[0] if text else query["AWSAccessKeyId"][0]
         return key, get_settings().region, "s3"
-    return None, get_settings().region, "s3"
+    return None, get_settings().region, _unsigned_service(headers, query, path)
+
+
+def _unsigned_service(headers: dict, query: dict, path: str) -> str:
+    """The service an unsigned request is meant for (it has no credential scope to say so):
+    from its ``X-Amz-Target`` prefix, a query-protocol ``Action`` on ``/``, or Lambda's REST
+    routes; S3 otherwise, which alone serves anonymous callers."""
+    target = headers.get("x-amz-target") or (path.split("/")[2] if "/operation/" in path
+                                             else "")
+    if target:
+        return _target_prefixes().get(target.split(".")[0], "unknown")
+    if path == "/" and ("Action" in query or "x-www-form-urlencoded" in headers.get(
+            "content-type", "")):
+        return "unknown"
+    if any(pattern.fullmatch(path) for _, pattern, _, _ in _rest_routes("lambda")):
+        return "lambda"
+    return "s3"
+
+
+@cache
+def _target_prefixes() -> dict[str, str]:
+    """``X-Amz-Target`` prefix -> signing name, for the services of SERVICE_MODELS."""
+    session = botocore.session.get_session()
+    prefixes = {}
+    for signing_name, model_name in SERVICE_MODELS.items():
+        prefix = session.get_service_model(model_name).metadata.get("targetPrefix")
+        if prefix:
+            prefixes[prefix] = signing_name
+    return prefixes
 
 
 def identify_operation(

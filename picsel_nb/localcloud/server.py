@@ -1,8 +1,9 @@
 """Serve the embedded cloud on 127.0.0.1 until SIGTERM: ``python -m picsel_nb.localcloud.server``.
 
 The app is moto's server app behind the router (``build_app``), served as moto's
-``ThreadedMotoServer`` serves it, but bound to the loopback interface only. Two non-AWS paths
-tell ``picsel cloud status`` about the running server: ``/_picsel/health`` and ``/_picsel/status``.
+``ThreadedMotoServer`` serves it, but bound to the loopback interface only. Two non-AWS paths,
+which answer only the administrator's signature, tell ``picsel cloud status`` about the running
+server: ``/_picsel/health`` and ``/_picsel/status``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from moto.moto_server.werkzeug_app import MotoRequestHandler
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from picsel_nb.localcloud.app import build_app
+from picsel_nb.localcloud.credentials import admin_key, write_config
 from picsel_nb.localcloud.process import HEALTH_PATH, STATUS_PATH, LocalCloud
 from picsel_nb.localcloud.router import ACCOUNT_ID, AwsResponse
 from picsel_nb.settings import get_settings
@@ -61,7 +63,8 @@ def holdings() -> dict[str, int]:
 
 def create_server(port: int) -> BaseWSGIServer:
     """The embedded cloud's HTTP server on 127.0.0.1:``port`` (0 picks a free port)."""
-    app = build_app()
+    settings = get_settings()
+    app = build_app(admin_key(settings.state_dir))
     started = datetime.now(UTC).isoformat(timespec="seconds")
 
     def health() -> dict:
@@ -70,6 +73,8 @@ def create_server(port: int) -> BaseWSGIServer:
     app.mount(HEALTH_PATH, lambda req: AwsResponse.json(health()))
     app.mount(STATUS_PATH, lambda req: AwsResponse.json(health() | {"holdings": holdings()}))
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=RequestHandler)
+    app.authenticator.port = server.server_port
+    write_config(settings.state_dir, f"http://127.0.0.1:{server.server_port}", settings.region)
     return server
 
 
