@@ -28,6 +28,23 @@ CONTENT_TYPES = {"geojson": "application/geo+json", "isolines": "application/geo
                  "png": "image/png", "catalog": "application/x-ndjson"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def job_role_session(cloud):  # noqa: F811
+    """The in-process job's boto3 clients reach the cloud as a session of a job role, as on
+    Glue: environment variables hold the session's temporary credentials."""
+    role = cloud.role("picsel-test-contours-job", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                       "s3:ListBucket"],
+         "Resource": ["arn:aws:s3:::glue-*", "arn:aws:s3:::glue-*/*"]}]})
+    credentials = cloud.assume(role, "GlueJobRunnerSession").get_credentials()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ENDPOINT_URL", cloud.endpoint_url)
+        patch.setenv("AWS_ACCESS_KEY_ID", credentials.access_key)
+        patch.setenv("AWS_SECRET_ACCESS_KEY", credentials.secret_key)
+        patch.setenv("AWS_SESSION_TOKEN", credentials.token)
+        yield
+
+
 @pytest.fixture(scope="module")
 def job():
     """infra/glue/contours_job.py as a module, with the awsglue stand-in on the path (as the

@@ -74,13 +74,18 @@ def short_minute_cloud(monkeypatch, tmp_path) -> Iterator[cloud_fixtures.Cloud]:
         local.stop()
 
 
+GLUE_PERMISSIONS = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+     "Resource": ["arn:aws:s3:::glue-*", "arn:aws:s3:::glue-*/*"]}]}
+
+
 def make_job(cloud, bucket: str, script: str, **options) -> str:
     """Upload ``script`` and create a Python shell job running it; the job's name."""
     name = f"job-{uuid.uuid4().hex[:10]}"
     cloud.client("s3").put_object(Bucket=bucket, Key=f"scripts/{name}.py", Body=script.encode())
     cloud.client("glue").create_job(
         Name=name,
-        Role="arn:aws:iam::123456789012:role/glue",
+        Role=cloud.role("picsel-test-glue", GLUE_PERMISSIONS, "glue.amazonaws.com"),
         Command={"Name": "pythonshell", "ScriptLocation": f"s3://{bucket}/scripts/{name}.py",
                  "PythonVersion": "3.9"},
         **options,

@@ -61,11 +61,16 @@ def test_definition_is_a_glue_5_spark_job_with_every_script_argument(offline_sta
     assert arguments["--dates"] == "all-new" and arguments["--redo"] == "false"
     assert arguments["--job-language"] == "python"
     assert arguments["--enable-continuous-cloudwatch-log"] == "true"
-    modules = arguments["--additional-python-modules"].split(",")
+    pinned = definition["NonOverridableArguments"]
+    assert set(pinned) == {"--scriptLocation", "--additional-python-modules",
+                           "--python-modules-installer-option"}
+    assert not set(pinned) & set(arguments)  # the code is never a default a run may replace
+    assert pinned["--scriptLocation"] == code["script"]
+    modules = pinned["--additional-python-modules"].split(",")
     assert modules[0] == code["wheel"]
     assert f"orjson=={metadata.version('orjson')}" in modules
     assert f"contourpy=={metadata.version('contourpy')}" in modules
-    assert arguments["--python-modules-installer-option"] == "--no-deps"
+    assert pinned["--python-modules-installer-option"] == "--no-deps"
 
 
 IMPORTS_OF_A_DAY = """
@@ -157,9 +162,9 @@ def stack(cloud, wheel):  # noqa: F811
 
 def test_job_is_deployed_with_its_code_in_the_input_bucket(stack, wheel):
     described = job.ensure_job(stack, wheel=wheel[1])
-    arguments = described["DefaultArguments"]
-    wheel_url = arguments["--additional-python-modules"].split(",")[0]
-    assert described["Command"]["ScriptLocation"] == (
+    pinned = described["NonOverridableArguments"]
+    wheel_url = pinned["--additional-python-modules"].split(",")[0]
+    assert described["Command"]["ScriptLocation"] == pinned["--scriptLocation"] == (
         f"s3://{stack.names.input_bucket}/scripts/glue/contours_job.py")
     assert wheel_url.startswith(f"s3://{stack.names.input_bucket}/scripts/glue/")
     assert wheel_url.endswith(".whl")
@@ -213,6 +218,29 @@ def test_second_run_of_all_new_days_writes_nothing(stack, wheel):
     job.ensure_job(stack, wheel=wheel[1])
     result = job.run(stack, deadline_s=300)
     assert (result["state"], result["products"]) == ("SUCCEEDED", [])
+
+
+def test_a_run_cannot_swap_the_jobs_code(stack, wheel):
+    job.ensure_job(stack, wheel=wheel[1])
+    bucket, marker = stack.names.input_bucket, "scripts/glue/swapped.txt"
+    buckets.publish(stack, bucket, "scripts/glue/evil.py",
+                    f"import boto3\nboto3.client('s3').put_object(Bucket='{bucket}', "
+                    f"Key='{marker}', Body=b'x')\n".encode())
+    glue = stack.client("glue")
+    run_id = glue.start_job_run(JobName=stack.names.glue_job, Arguments={
+        "--scriptLocation": f"s3://{bucket}/scripts/glue/evil.py",
+        "--additional-python-modules": f"s3://{bucket}/scripts/glue/evil.py",
+        "--dates": job.date_range(DAYS[0], DAYS[0])})["JobRunId"]
+
+    done = job.wait_run(stack, run_id, deadline_s=300)
+
+    assert done["JobRunState"] == "SUCCEEDED", done.get("ErrorMessage")
+    logs = stack.client("logs").get_log_events(
+        logGroupName="/aws-glue/jobs/output", logStreamName=run_id, startFromHead=True)
+    assert any(event["message"].startswith("summary: 1 day: ")  # the job's own script ran
+               for event in logs["events"])
+    assert buckets.list_objects(stack, bucket, marker) == []
+    stack.client("s3").delete_object(Bucket=bucket, Key="scripts/glue/evil.py")
 
 
 def test_a_failed_day_fails_the_run_with_its_summary(stack, wheel):

@@ -40,8 +40,11 @@ def stack(cloud) -> Stack:  # noqa: F811
     cloud.deploy_function(stack.names.lambda_function, {"app.py": FUNCTION})
     bucket = buckets.ensure_input_bucket(stack)["bucket"]
     buckets.publish(stack, bucket, "scripts/job.py", FAILING_JOB)
+    role = cloud.role("mon-failing-job-role", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{bucket}/scripts/*"}]}, "glue.amazonaws.com")
     stack.client("glue").create_job(
-        Name=stack.names.glue_job, Role="arn:aws:iam::123456789012:role/glue",
+        Name=stack.names.glue_job, Role=role,
         Command={"Name": "pythonshell", "ScriptLocation": f"s3://{bucket}/scripts/job.py"})
     return stack
 

@@ -21,8 +21,11 @@ SECRET_ARN = f"arn:aws:secretsmanager:sa-east-1:{LOCAL_ACCOUNT_ID}:secret:picsel
 TEMPLATES = sorted(path.stem for path in roles.POLICY_DIR.glob("*.json"))
 TRUST = [name for name in TEMPLATES if name.startswith("trust-")]
 README = (roles.POLICY_DIR / "README.md").read_text()
-# Statements allowed a "*" resource (AWS offers no resource ARN); each is explained in the README.
-STAR_RESOURCE_SIDS = {"PutMetricDataHasNoResourceArnsSoStarScopedByNamespace"}
+# Statements allowed a "*" resource, each explained in the README: in a secret's resource policy
+# "*" means that secret.
+STAR_RESOURCE_SIDS = {"DenyReadingTheValueToAllButTheLambdaRole"}
+# Deny statements allowed a "*" action, each explained in the README.
+STAR_ACTION_DENY_SIDS = {"DenyInsecureTransport"}
 SEVERITIES = ["MUTE", "INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
 
 
@@ -50,7 +53,8 @@ def listed(value: str | list[str]) -> list[str]:
 
 def test_every_template_renders_to_json_with_every_placeholder_filled(stack):
     assert {"trust-lambda", "trust-glue", "lambda-permissions", "glue-job-permissions",
-            "crawler-permissions", "bucket-tls-only", "bucket-public-products"} <= set(TEMPLATES)
+            "crawler-permissions", "bucket-tls-only", "bucket-public-products",
+            "secret-lambda-only"} <= set(TEMPLATES)
     for name, document in rendered(stack).items():
         text = json.dumps(document)
         assert "${" not in text and "$" not in text, name
@@ -74,61 +78,90 @@ def test_trust_policies_have_one_statement_with_a_single_service_principal(stack
         assert statement["Action"] == "sts:AssumeRole" and statement["Effect"] == "Allow"
 
 
-def test_lambda_policy_reads_one_secret_and_writes_only_raw(stack):
+def actions_by_resource(document: dict, service: str) -> dict[str, set[str]]:
+    """Every `service` action the document allows, by resource (its conditions aside)."""
+    granted: dict[str, set[str]] = {}
+    for statement in statements(document):
+        actions = {a for a in listed(statement["Action"]) if a.startswith(f"{service}:")}
+        for resource in listed(statement["Resource"]) if actions else []:
+            granted.setdefault(resource, set()).update(actions)
+    return granted
+
+
+def test_lambda_policy_grants_exactly_what_the_handler_calls(stack):
     policy = rendered(stack)["lambda-permissions"]
     bucket_arn = f"arn:aws:s3:::{stack.names.input_bucket}"
-    [secret_statement] = [s for s in statements(policy)
-                          if any(a.startswith("secretsmanager:") for a in listed(s["Action"]))]
-    assert secret_statement["Action"] == "secretsmanager:GetSecretValue"
-    assert secret_statement["Resource"] == SECRET_ARN
-    s3_statements = [s for s in statements(policy) if any(a.startswith("s3:") for a in listed(s["Action"]))]
-    objects = [r for s in s3_statements for r in listed(s["Resource"]) if r != bucket_arn]
-    assert objects == [f"{bucket_arn}/raw/*"]
-    [listing] = [s for s in s3_statements if s["Resource"] == bucket_arn]
-    assert listing["Action"] == "s3:ListBucket"
+    group_arn = (f"arn:aws:logs:sa-east-1:{LOCAL_ACCOUNT_ID}:log-group:"
+                 f"/aws/lambda/{stack.names.lambda_function}")
+    log_actions = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
+    assert {service: actions_by_resource(policy, service)
+            for service in ("s3", "secretsmanager", "logs", "cloudwatch")} == {
+        "s3": {bucket_arn: {"s3:ListBucket"},  # ListObjectsV2 on the exact raw key
+               # upload_file (PutObject or multipart, AbortMultipartUpload on failure); HeadObject
+               f"{bucket_arn}/raw/*": {"s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObject"}},
+        "secretsmanager": {SECRET_ARN: {"secretsmanager:GetSecretValue"}},
+        "logs": {group_arn: log_actions, f"{group_arn}:*": log_actions},
+        "cloudwatch": {},  # powertools Metrics writes EMF log lines, not PutMetricData
+    }
+    [listing] = [s for s in statements(policy) if s["Resource"] == bucket_arn]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["raw/*"]}}
-    log_resources = {r for s in statements(policy) if listed(s["Action"])[0].startswith("logs:")
-                     for r in listed(s["Resource"])}
-    own_group = f"/aws/lambda/{stack.names.lambda_function}"
-    group_arn = f"arn:aws:logs:sa-east-1:{LOCAL_ACCOUNT_ID}:log-group:{own_group}"
-    assert log_resources == {group_arn, f"{group_arn}:*"}
 
 
-def test_glue_and_crawler_policies_stay_on_their_prefixes_and_database(stack):
-    documents = rendered(stack)
+def test_glue_job_policy_grants_exactly_what_the_job_and_glue_call(stack):
+    policy = rendered(stack)["glue-job-permissions"]
     input_arn = f"arn:aws:s3:::{stack.names.input_bucket}"
     output_arn = f"arn:aws:s3:::{stack.names.output_bucket}"
-    allowed = {
-        "glue-job-permissions": {input_arn, f"{input_arn}/raw/*", f"{input_arn}/scripts/*",
-                                 f"{input_arn}/tmp/*", output_arn, f"{output_arn}/products/*",
-                                 f"{output_arn}/catalog/*"},
-        "crawler-permissions": {output_arn, f"{output_arn}/catalog/contours/*"},
+    temp = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
+    assert actions_by_resource(policy, "s3") == {
+        input_arn: {"s3:ListBucket"}, f"{input_arn}/raw/*": {"s3:GetObject"},
+        f"{input_arn}/scripts/glue/*": {"s3:GetObject"},  # Glue fetches the script and the wheel
+        f"{input_arn}/tmp/*": temp,  # the job's --TempDir, for Glue's own use
+        output_arn: {"s3:ListBucket"},  # what is published already (products/geojson/)
+        f"{output_arn}/products/*": {"s3:PutObject", "s3:DeleteObject"},
+        f"{output_arn}/catalog/*": {"s3:PutObject", "s3:DeleteObject"},
     }
-    for name, expected in allowed.items():
-        s3_resources = {r for s in statements(documents[name])
-                        if listed(s["Action"])[0].startswith("s3:") for r in listed(s["Resource"])}
-        assert s3_resources == expected, name
-        for statement in statements(documents[name]):
-            if statement["Resource"] in (input_arn, output_arn):  # listing: only with a prefix
-                assert statement["Action"] == "s3:ListBucket"
-                assert set(statement["Condition"]) == {"StringLike"}
+    conditions = {s["Resource"]: s["Condition"] for s in statements(policy)
+                  if s["Resource"] in (input_arn, output_arn)}
+    assert conditions == {input_arn: {"StringLike": {"s3:prefix": ["raw/*", "tmp/*"]}},
+                          output_arn: {"StringLike": {"s3:prefix": ["products/*"]}}}
+    assert actions_by_resource(policy, "cloudwatch") == {}
+    assert actions_by_resource(policy, "secretsmanager") == {}
+    assert set(actions_by_resource(policy, "logs")) == {
+        f"arn:aws:logs:sa-east-1:{LOCAL_ACCOUNT_ID}:log-group:/aws-glue/jobs/*"}
+
+
+def test_crawler_policy_stays_on_catalog_contours_and_its_database(stack):
+    policy = rendered(stack)["crawler-permissions"]
+    output_arn = f"arn:aws:s3:::{stack.names.output_bucket}"
+    assert actions_by_resource(policy, "s3") == {
+        output_arn: {"s3:ListBucket"}, f"{output_arn}/catalog/contours/*": {"s3:GetObject"}}
+    [listing] = [s for s in statements(policy) if s["Resource"] == output_arn]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["catalog/contours/*"]}}
     glue_arn = f"arn:aws:glue:sa-east-1:{LOCAL_ACCOUNT_ID}"
     database = stack.names.database
-    [catalog] = [s for s in statements(documents["crawler-permissions"])
-                 if listed(s["Action"])[0].startswith("glue:")]
+    [catalog] = [s for s in statements(policy) if listed(s["Action"])[0].startswith("glue:")]
     assert set(catalog["Resource"]) == {f"{glue_arn}:catalog", f"{glue_arn}:database/{database}",
                                         f"{glue_arn}:table/{database}/*"}
     assert not any(re.search(r"Delete|\*", action) for action in catalog["Action"])
+    assert actions_by_resource(policy, "cloudwatch") == actions_by_resource(
+        policy, "secretsmanager") == {}
+
+
+def test_secret_policy_denies_the_value_to_everyone_but_the_lambda_role(stack):
+    [statement] = statements(rendered(stack)["secret-lambda-only"])
+    assert (statement["Effect"], statement["Principal"], statement["Action"]) == (
+        "Deny", "*", "secretsmanager:GetSecretValue")  # nothing else: describe, put, delete stay
+    assert statement["Condition"] == {"StringNotEquals": {"aws:PrincipalArn": (
+        f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:role/{stack.names.lambda_role}")}}
 
 
 def test_no_wildcard_action_and_star_resources_only_where_documented(stack):
     for name, document in rendered(stack).items():
         for statement in statements(document):
             actions = listed(statement["Action"])
-            if statement["Effect"] == "Allow":
-                assert not any("*" in action for action in actions), (name, statement["Sid"])
-            else:  # the TLS-only Deny, documented
-                assert statement["Sid"] == "DenyInsecureTransport" and statement["Sid"] in README
+            assert statement["Effect"] == "Allow" or statement["Sid"] in README, name
+            if any("*" in action for action in actions):  # only the documented Denies
+                assert statement["Effect"] == "Deny" and statement["Sid"] in STAR_ACTION_DENY_SIDS
             if "*" in listed(statement.get("Resource", [])):
                 assert statement["Sid"] in STAR_RESOURCE_SIDS and statement["Sid"] in README
                 assert statement["Condition"], (name, statement["Sid"])

@@ -11,6 +11,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from picsel_nb import pipeline
 from picsel_nb.settings import get_settings
 from picsel_nb.stack import buckets, secret, trail
 from picsel_nb.stack.context import Stack, get_stack
@@ -86,7 +87,7 @@ def test_delivered_files_hold_invocations_and_denied_anonymous_requests(stack):
 
     assert all(event.time >= since.strftime(trail.TIME_FORMAT) for event in events)
     invoke = next(e for e in events if e.name == "Invoke")
-    assert invoke.resources == ("trl-era5-ingest",) and invoke.row()["who"] == "user moto"
+    assert invoke.resources == ("trl-era5-ingest",) and invoke.row()["who"] == "user picsel-admin"
     denied = next(e for e in events if e.denied)
     assert denied.row() | {"time": "-"} == {
         "time": "-", "event": "GetObject", "service": "s3", "who": "anonymous",
@@ -112,16 +113,21 @@ def test_secret_events_name_the_calls_and_never_the_value(stack):
     events = trail.secret_events(stack, since)
     assert [e.name for e in events] == ["DescribeSecret"]
     everything = trail.lookup(stack) + trail.delivered(stack)
-    check = trail.secret_exposures(stack, everything)
+    check = trail.secret_exposures(everything, [pipeline.cds_credentials(stack)[1]])
     assert check["events scanned"] == len(everything) > 0
     assert check["events containing the key"] == 0
     assert any(e.name == "CreateSecret" for e in trail.secret_events(stack))
 
 
-def test_secret_exposures_would_find_a_leaked_key(stack):
-    key = secret.get_cds_credentials(stack)["key"]
+def test_secret_exposures_would_find_a_leaked_key_or_an_unredacted_value():
+    key = "a-key-that/needs+escaping\\"
     leaked = trail.TrailEvent({"eventTime": "x", "requestParameters": {"k": json.dumps(key)}}, ())
-    assert trail.secret_exposures(stack, [leaked])["events containing the key"] == 1
+    unredacted = trail.TrailEvent({"eventTime": "x", "requestParameters": {
+        "secretId": "s", "secretString": "plain"}}, ())
+    redacted = trail.TrailEvent({"eventTime": "x", "requestParameters": {
+        "secretId": "s", "secretString": trail.HIDDEN}}, ())
+    found = trail.secret_exposures([leaked, unredacted, redacted], [key])
+    assert found == {"events scanned": 3, "events containing the key": 2}
 
 
 def test_delete_trail_tolerates_a_missing_trail(stack):

@@ -51,15 +51,15 @@ from moto.glue.models import FakeJob
 from moto.s3.exceptions import MissingBucket
 from packaging.requirements import InvalidRequirement, Requirement
 
-from picsel_nb.localcloud import backends
+from picsel_nb.localcloud import authorization, backends, role_sessions
 from picsel_nb.localcloud.router import AwsRequest, AwsResponse, Router
-from picsel_nb.settings import LOCAL_CREDENTIALS
 
 RUNTIME_PATH = Path(__file__).with_name("glue_runtime")
 LOG_GROUP = "/aws-glue/jobs"
 OUTPUT_LOG_GROUP = "/aws-glue/jobs/output"
 ERROR_LOG_GROUP = "/aws-glue/jobs/error"
 METRIC_NAMESPACE = "Glue"
+GLUE_SESSION_NAME = "GlueJobRunnerSession"  # the session name Glue gives job runs
 DEFAULT_TIMEOUT_MINUTES = 2880  # Glue's default job timeout (48 h)
 ACTIVE_STATES = ("STARTING", "RUNNING", "STOPPING", "WAITING")
 FAILURE_STATES = ("FAILED", "TIMEOUT")
@@ -122,6 +122,7 @@ class JobRun:
     arguments: dict[str, str]  # the run's own Arguments (what AWS reports)
     resolved: dict[str, str]  # DefaultArguments < Arguments < NonOverridableArguments
     script_location: str | None
+    role: str  # the job's Role (name or ARN): the script runs as a session of it
     timeout: int  # minutes
     max_retries: int
     attempt: int = 0
@@ -237,17 +238,23 @@ def _find(region: str, job_name: str | None, run_id: str | None) -> JobRun | Non
 
 
 def _new_run(job, region: str, endpoint: str, params: dict, previous: JobRun | None) -> JobRun:
-    """A run of moto's ``job`` with StartJobRun ``params`` (a retry when ``previous`` is given)."""
+    """A run of moto's ``job`` with StartJobRun ``params`` (a retry when ``previous`` is given).
+
+    As on Glue, a run argument that a NonOverridableArgument also sets is silently replaced by
+    it (not refused), and ``--scriptLocation`` overrides ``Command.ScriptLocation``.
+    """
     arguments = dict(params.get("Arguments") or {})
+    resolved = {**(job.default_arguments or {}), **arguments,
+                **(job.non_overridable_arguments or {})}
     return JobRun(
         id=f"jr_{secrets.token_hex(32)}",
         job_name=job.name,
         region=region,
         endpoint=endpoint,
         arguments=arguments,
-        resolved={**(job.default_arguments or {}), **arguments,
-                  **(job.non_overridable_arguments or {})},
-        script_location=(job.command or {}).get("ScriptLocation"),
+        resolved=resolved,
+        script_location=resolved.get("--scriptLocation") or (job.command or {}).get("ScriptLocation"),
+        role=job.role,
         timeout=params.get("Timeout") or job.timeout or DEFAULT_TIMEOUT_MINUTES,
         max_retries=job.max_retries or 0,
         attempt=previous.attempt + 1 if previous else 0,
@@ -286,14 +293,14 @@ def _prepare(run: JobRun, workdir: Path) -> tuple[Path, list[str]]:
     """Download the script and the run's extra Python files; the PYTHONPATH they need."""
     if not run.script_location:
         raise JobSetupError("The job's Command has no ScriptLocation")
-    script = _download(run.script_location, workdir)
+    script = _download(run.script_location, workdir, run.role)
     libdir = workdir / "pylib"
     pythonpath = [str(RUNTIME_PATH)]
     for location in _csv(run.resolved.get("--extra-py-files")):
-        pythonpath.append(_importable(_download(location, libdir)))
+        pythonpath.append(_importable(_download(location, libdir, run.role)))
     for item in _csv(run.resolved.get("--additional-python-modules")):
         if item.startswith("s3://"):
-            pythonpath.append(_importable(_download(item, libdir)))
+            pythonpath.append(_importable(_download(item, libdir, run.role)))
         else:
             _require_installed(item)
     return script, list(dict.fromkeys(pythonpath))
@@ -303,11 +310,17 @@ def _csv(value: str | None) -> list[str]:
     return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
-def _download(location: str, directory: Path) -> Path:
-    """Copy ``s3://bucket/key`` from the embedded S3 into ``directory``."""
+def _download(location: str, directory: Path, role: str) -> Path:
+    """Copy ``s3://bucket/key`` from the embedded S3 into ``directory``, as Glue does: with the
+    job role's permissions (a role that may not read its own script fails the run)."""
     if not location.startswith("s3://"):
         raise JobSetupError(f"{location} is not an S3 path (s3://bucket/key)")
     bucket, _, key = location[5:].partition("/")
+    session = authorization.role_session(role_sessions.role_arn(role), GLUE_SESSION_NAME)
+    try:
+        authorization.require(session, "s3:GetObject", f"arn:aws:s3:::{bucket}/{key}")
+    except authorization.AccessDeniedException as denied:
+        raise JobSetupError(f"{location} cannot be read by the job's role: {denied}") from None
     try:
         body = backends.read_object(bucket, key)
     except (KeyError, MissingBucket):
@@ -342,15 +355,21 @@ def _require_installed(spec: str) -> None:
 
 
 def _spawn(run: JobRun, script: Path, pythonpath: list[str], workdir: Path):
-    """Start the script as Glue would (argv, environment); None when stopped before starting."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    inherited = env.get("PYTHONPATH", "")
-    env.update(LOCAL_CREDENTIALS)
+    """Start the script as Glue would (argv, environment); None when stopped before starting.
+
+    The environment is allow-listed: nothing of the host's (a real ``CDSAPI_KEY``, AWS
+    profiles, proxies) reaches the script, only the job role's session and the endpoint.
+    """
+    env = {name: os.environ[name] for name in role_sessions.HOST_COMPATIBILITY
+           if name in os.environ}
+    env.update(role_sessions.credentials(run.role, GLUE_SESSION_NAME, run.region))
     env.update({
+        "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(workdir),
+        "TMPDIR": str(workdir),
         "AWS_ENDPOINT_URL": run.endpoint, "AWS_REGION": run.region,
         "AWS_DEFAULT_REGION": run.region, "AWS_EC2_METADATA_DISABLED": "true",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": os.pathsep.join(pythonpath + [p for p in inherited.split(os.pathsep) if p]),
+        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(pythonpath),
     })
     with _lock:
         if run.stop_requested:

@@ -31,15 +31,14 @@ import threading
 import time
 import zipfile
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
 from moto.awslambda.exceptions import LambdaClientError
-from moto.sts.models import sts_backends
 
-from picsel_nb.localcloud import backends, lambda_runtime
-from picsel_nb.localcloud.router import ACCOUNT_ID, AwsRequest, AwsResponse
+from picsel_nb.localcloud import backends, lambda_runtime, role_sessions
+from picsel_nb.localcloud.router import AwsRequest, AwsResponse
 from picsel_nb.settings import get_settings
 
 # What AWS's python3.11 runtime ships besides the standard library (pip distribution names).
@@ -48,12 +47,10 @@ RUNTIME_DISTRIBUTIONS = ("boto3", "botocore", "s3transfer", "jmespath", "python-
 RUNTIME_VERSION = "python3.11"
 INIT_LIMIT_SECONDS = 10.0  # AWS gives the init phase 10 s before the timeout clock runs anyway
 TAIL_BYTES = 4096  # LogType=Tail returns the last 4 KB of the log
-CREDENTIAL_SECONDS = 3600
 
 _running: set[subprocess.Popen] = set()
 _running_lock = threading.Lock()
 _concurrency: dict[str, int] = {}
-_credentials: dict[tuple[str, str], object] = {}
 
 
 def install(router) -> None:
@@ -347,8 +344,11 @@ def _metrics(invocation: Invocation, **values: float) -> None:
 
 def _environment(invocation: Invocation) -> dict[str, str]:
     """The function's variables, then the ones AWS reserves (which a function cannot override)."""
-    key_id, secret, token = _role_credentials(invocation)
-    return invocation.environment | {
+    host = {name: os.environ[name] for name in role_sessions.HOST_COMPATIBILITY
+            if name in os.environ}
+    session = role_sessions.credentials(invocation.role, invocation.function_name,
+                                        invocation.region)
+    return host | invocation.environment | session | {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "en_US.UTF-8",
         "TZ": ":UTC",
@@ -361,9 +361,6 @@ def _environment(invocation: Invocation) -> dict[str, str]:
         "AWS_LAMBDA_LOG_STREAM_NAME": invocation.log_stream,
         "AWS_REGION": invocation.region,
         "AWS_DEFAULT_REGION": invocation.region,
-        "AWS_ACCESS_KEY_ID": key_id,
-        "AWS_SECRET_ACCESS_KEY": secret,
-        "AWS_SESSION_TOKEN": token,
         "AWS_ENDPOINT_URL": invocation.endpoint_url,
         # No config or credential files inside a Lambda: the host's ~/.aws must not leak in.
         "AWS_CONFIG_FILE": os.devnull,
@@ -371,21 +368,6 @@ def _environment(invocation: Invocation) -> dict[str, str]:
         "LAMBDA_TASK_ROOT": invocation.code_paths[0],
         "LAMBDA_RUNTIME_DIR": str(_runtime_dir(_root())),
     }
-
-
-def _role_credentials(invocation: Invocation) -> tuple[str, str, str]:
-    """Temporary credentials of the function's role from moto's STS (reused while valid)."""
-    key = (invocation.role, invocation.function_name)
-    soon = datetime.now(UTC).replace(tzinfo=None) + timedelta(minutes=5)  # moto: naive UTC
-    with _running_lock:
-        role = _credentials.get(key)
-        if role is None or role.expiration < soon:
-            role = sts_backends[ACCOUNT_ID]["aws"].assume_role(
-                region_name=invocation.region, role_session_name=invocation.function_name,
-                role_arn=invocation.role, policy=None, duration=CREDENTIAL_SECONDS,
-                external_id=None)
-            _credentials[key] = role
-    return role.access_key_id, role.secret_access_key, role.session_token
 
 
 def _code_paths(code: bytes, layers: list[bytes]) -> list[str]:

@@ -7,6 +7,11 @@ input bucket's ``scripts/glue/``; the wheel is built once per content hash under
 dependencies (``--no-deps``): the wheel's own requirements are the whole walkthrough's (moto,
 cartopy, …), which the job does not need; the packages it does need are listed, pinned to the
 versions of the environment that deploys it (so Glue runs what the tests ran).
+
+What decides which code runs — the script (``--scriptLocation``, which Glue lets an argument
+override ``Command.ScriptLocation`` with), the modules and pip's options — is the job's
+``NonOverridableArguments``: Glue resolves a run's arguments as DefaultArguments, then the run's
+Arguments, then NonOverridableArguments, so a ``StartJobRun`` cannot swap the code.
 """
 
 from __future__ import annotations
@@ -127,15 +132,23 @@ def upload_code(stack: Stack, wheel: Path | None = None) -> dict[str, str]:
     return {"script": f"s3://{bucket}/{script_key}", "wheel": f"s3://{bucket}/{wheel_key}"}
 
 
-def job_arguments(stack: Stack, wheel_url: str, dataset: str = DEMO_DATASET) -> dict[str, str]:
+def code_arguments(code: dict[str, str]) -> dict[str, str]:
+    """The job's NonOverridableArguments: where its script and modules come from, and how pip
+    installs them (a run's ``--python-modules-installer-option`` could point pip elsewhere)."""
+    return {
+        "--scriptLocation": code["script"],
+        "--additional-python-modules": ",".join([code["wheel"], *pinned_packages()]),
+        "--python-modules-installer-option": "--no-deps",
+    }
+
+
+def job_arguments(stack: Stack, dataset: str = DEMO_DATASET) -> dict[str, str]:
     """The job's DefaultArguments: Glue's own options and every argument of the script."""
     names = stack.names
     return {
         "--job-language": "python",
         "--enable-continuous-cloudwatch-log": "true",
         "--TempDir": f"s3://{names.input_bucket}/{TEMP_PREFIX}",
-        "--additional-python-modules": ",".join([wheel_url, *pinned_packages()]),
-        "--python-modules-installer-option": "--no-deps",
         "--input_bucket": names.input_bucket,
         "--output_bucket": names.output_bucket,
         "--dataset": dataset,
@@ -154,7 +167,8 @@ def job_definition(stack: Stack, role_arn: str, code: dict[str, str], *,
         "Description": DESCRIPTION,
         "Role": role_arn,
         "Command": {"Name": "glueetl", "ScriptLocation": code["script"], "PythonVersion": "3"},
-        "DefaultArguments": job_arguments(stack, code["wheel"], dataset),
+        "DefaultArguments": job_arguments(stack, dataset),
+        "NonOverridableArguments": code_arguments(code),
         "GlueVersion": GLUE_VERSION,
         "WorkerType": WORKER_TYPE,
         "NumberOfWorkers": workers,

@@ -26,6 +26,12 @@ ROLE_TEMPLATES = {
 }
 
 
+def role_arn(stack: Stack, role_name: str) -> str:
+    """The ARN of one of the stack's roles (created without a path), known before the role
+    exists: the secret's resource policy names the Lambda role before ``ensure_lambda_role``."""
+    return f"arn:{stack.partition}:iam::{stack.account_id}:role/{role_name}"
+
+
 def policy_values(stack: Stack, **extra: str) -> dict[str, str]:
     """The values of the templates' ${Placeholders} for this stack, plus `extra` (e.g. SecretArn)."""
     names = stack.names
@@ -39,7 +45,7 @@ def policy_values(stack: Stack, **extra: str) -> dict[str, str]:
         "DatabaseName": names.database,
         "CrawlerName": names.crawler,
         "TrailName": names.trail,
-        "MetricsNamespace": stack.metrics_namespace,
+        "LambdaRoleArn": role_arn(stack, names.lambda_role),
         **extra,
     }
 
@@ -82,14 +88,16 @@ def ensure_role(stack: Stack, role_name: str, trust: dict, permissions: dict,
 
 
 def ensure_lambda_role(stack: Stack, secret_arn: str) -> str:
-    """The ingest function's role: write raw/ of the input bucket, read that one secret, own logs."""
+    """The ingest function's role: list, head and write raw/ of the input bucket, read that one
+    secret, write its own logs."""
     trust, permissions = role_documents(stack, "lambda", SecretArn=secret_arn)
     return ensure_role(stack, stack.names.lambda_role, trust, permissions,
                        "picsel-nb: ERA5 download function")
 
 
 def ensure_glue_job_role(stack: Stack) -> str:
-    """The contours job's role: read raw/ and scripts/, write products/ and catalog/, own logs."""
+    """The contours job's role: read raw/ and its code under scripts/glue/, use tmp/ (its TempDir),
+    write products/ and catalog/, write its logs."""
     trust, permissions = role_documents(stack, "glue-job")
     return ensure_role(stack, stack.names.glue_role, trust, permissions,
                        "picsel-nb: ERA5 contours Glue job")

@@ -1,28 +1,36 @@
 """The CDS API key in Secrets Manager, as JSON {"url": ..., "key": ...}.
 
-Only `get_cds_credentials` / `load_cds_credentials` (used by the Lambda handler) return the value;
-every other function returns metadata, so the key never reaches a notebook output or a log.
-Rotation is `put_secret_value` (AWSCURRENT moves, AWSPREVIOUS keeps the old key): `rotate_secret`
+Only the Lambda handler reads the value (`load_cds_credentials`); the secret's resource policy
+(infra/policies/secret-lambda-only.json) denies `GetSecretValue` to every other principal, the
+administrator included, who may still describe, write, restore and delete it. Nothing here reads
+the value back: a write is idempotent because the version ids of a value are derived from it
+(`version_id`), so the current version's id tells whether it holds the value. Rotation is writing
+the new key the same way (AWSCURRENT moves, AWSPREVIOUS keeps the old key): `rotate_secret`
 needs a rotation Lambda and, without one, breaks the secret.
 """
 
 from __future__ import annotations
 
 import getpass
+import itertools
 import json
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
 from cdsapi.api import read_config
 
 from picsel_nb.stack.context import Stack
-from picsel_nb.stack.errors import tolerate
+from picsel_nb.stack.errors import StackError, error_code, tolerate
+from picsel_nb.stack.roles import policy_values, render_policy
 
 CDS_URL = "https://cds.climate.copernicus.eu/api"
 TOKEN_PAGE = "https://cds.climate.copernicus.eu/profile"
 RECOVERY_WINDOW_DAYS = 7
+POLICY_TEMPLATE = "secret-lambda-only"
 
 
 def check_cds_credentials(url: str, key: str) -> tuple[str, str]:
@@ -71,20 +79,70 @@ def describe_secret(stack: Stack) -> dict[str, Any] | None:
     return None
 
 
+def version_id(stack: Stack, value: str, generation: int = 0) -> str:
+    """The id (ClientRequestToken) of the `generation`-th version holding `value`: a UUID derived
+    from the secret's name, the generation and the value, which does not give the value back."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{stack.names.secret}\0{generation}\0{value}"))
+
+
+def _version_ids(stack: Stack) -> set[str]:
+    """Every version id of the secret, deprecated ones included (metadata, never a value)."""
+    secrets, ids, page_token = stack.client("secretsmanager"), set(), {}
+    while True:
+        page = secrets.list_secret_version_ids(SecretId=stack.names.secret, IncludeDeprecated=True,
+                                               **page_token)
+        ids |= {version["VersionId"] for version in page["Versions"]}
+        if not page.get("NextToken"):
+            return ids
+        page_token = {"NextToken": page["NextToken"]}
+
+
+def _make_current(stack: Stack, value: str, current: str | None) -> None:
+    """Make `value` the AWSCURRENT version without reading any: nothing when the current id is one
+    of `value`'s, else a new version under `value`'s first unused id (a write under a used id and
+    the same value is ignored by Secrets Manager, so an older version is never reused)."""
+    taken = _version_ids(stack)
+    for generation in itertools.count():
+        token = version_id(stack, value, generation)
+        if token == current:
+            return
+        if token not in taken:
+            stack.client("secretsmanager").put_secret_value(
+                SecretId=stack.names.secret, SecretString=value, ClientRequestToken=token)
+            return
+
+
+def secret_policy(stack: Stack) -> dict:
+    """The secret's resource policy: GetSecretValue denied to every principal but the Lambda role."""
+    return render_policy(POLICY_TEMPLATE, policy_values(stack))
+
+
+def ensure_secret_policy(stack: Stack) -> None:
+    """Attach `secret_policy` unless it is attached already; BlockPublicPolicy makes Secrets
+    Manager refuse it if it ever granted broad access."""
+    secrets, wanted = stack.client("secretsmanager"), secret_policy(stack)
+    attached = secrets.get_resource_policy(SecretId=stack.names.secret).get("ResourcePolicy")
+    if attached is None or json.loads(attached) != wanted:
+        secrets.put_resource_policy(SecretId=stack.names.secret, ResourcePolicy=json.dumps(wanted),
+                                    BlockPublicPolicy=True)
+
+
 def ensure_secret(stack: Stack, url: str, key: str) -> dict[str, Any]:
-    """Store the CDS credentials: create the secret, or add a version when the value differs."""
+    """Store the CDS credentials as the current version and attach the resource policy; the
+    secret's metadata. Creates the secret, restores it if scheduled for deletion, and never reads
+    the stored value: a repeated value adds nothing, a new key (a rotation) adds a version."""
     url, key = check_cds_credentials(url, key)
-    secrets = stack.client("secretsmanager")
-    name, value = stack.names.secret, json.dumps({"url": url, "key": key})
+    value = json.dumps({"url": url, "key": key})
     existing = describe_secret(stack)
     if existing is None:
-        secrets.create_secret(Name=name, SecretString=value,
-                              Description="picsel-nb: Copernicus CDS API url and personal access token")
-        return describe_secret(stack)
-    if existing["deleted"]:  # scheduled for deletion: bring it back before writing to it
-        secrets.restore_secret(SecretId=name)
-    if secrets.get_secret_value(SecretId=name)["SecretString"] != value:
-        secrets.put_secret_value(SecretId=name, SecretString=value)
+        stack.client("secretsmanager").create_secret(
+            Name=stack.names.secret, SecretString=value, ClientRequestToken=version_id(stack, value),
+            Description="picsel-nb: Copernicus CDS API url and personal access token")
+    else:
+        if existing["deleted"]:  # scheduled for deletion: bring it back before writing to it
+            stack.client("secretsmanager").restore_secret(SecretId=stack.names.secret)
+        _make_current(stack, value, existing["current_version"])
+    ensure_secret_policy(stack)
     return describe_secret(stack)
 
 
@@ -96,19 +154,22 @@ def secret_arn(stack: Stack) -> str:
     return metadata["arn"]
 
 
-def rotate_cds_key(stack: Stack, new_key: str) -> dict[str, Any]:
-    """Store a new key as a new version: AWSCURRENT moves to it, AWSPREVIOUS keeps the old one."""
-    return ensure_secret(stack, get_cds_credentials(stack)["url"], new_key)
+def value_refusal(stack: Stack) -> dict[str, str]:
+    """The error code and message GetSecretValue answers the stack's own caller, who must be
+    refused; a StackError (naming no value) when the value came back instead."""
+    try:
+        stack.client("secretsmanager").get_secret_value(SecretId=stack.names.secret)
+    except ClientError as exc:
+        if error_code(exc) != "AccessDeniedException":
+            raise
+        return {"code": error_code(exc), "message": exc.response["Error"].get("Message", "")}
+    raise StackError(f"GetSecretValue on {stack.names.secret} was allowed to this caller: the "
+                     "secret's resource policy is missing or not enforced; run ensure_secret")
 
 
 def load_cds_credentials(secrets: Any, secret_id: str) -> dict[str, str]:
     """{"url", "key"} read with a Secrets Manager client: for the Lambda handler, nothing else."""
     return json.loads(secrets.get_secret_value(SecretId=secret_id)["SecretString"])
-
-
-def get_cds_credentials(stack: Stack) -> dict[str, str]:
-    """{"url", "key"} of the stack's secret (the only function here that returns the value)."""
-    return load_cds_credentials(stack.client("secretsmanager"), stack.names.secret)
 
 
 def delete_secret(stack: Stack, force: bool = True) -> bool:

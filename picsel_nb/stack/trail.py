@@ -16,12 +16,12 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from picsel_nb.stack import buckets, secret
+from picsel_nb.stack import buckets
 from picsel_nb.stack.context import Stack
 from picsel_nb.stack.errors import tolerate
 from picsel_nb.stack.waiters import DeadlineError
@@ -29,6 +29,8 @@ from picsel_nb.stack.waiters import DeadlineError
 KEY_PREFIX = "cloudtrail"  # log files go to <trail bucket>/cloudtrail/AWSLogs/<account>/…
 LOG_FILE_DAYS = 365  # delivered log files expire after a year
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # CloudTrail's eventTime: whole seconds, UTC
+HIDDEN = "HIDDEN_DUE_TO_SECURITY_REASONS"  # what CloudTrail writes in place of secret values
+SECRET_FIELDS = {"secretstring", "secretbinary"}
 DENIED_CODES = re.compile(r"AccessDenied|Unauthorized|Forbidden")
 
 
@@ -284,6 +286,14 @@ def delivered(stack: Stack, since: datetime | None = None) -> list[TrailEvent]:
     return sorted(events, key=lambda e: e.time, reverse=True)
 
 
+def _unredacted(value: object) -> bool:
+    """Whether a record holds a secret value field whose value is not CloudTrail's HIDDEN."""
+    if isinstance(value, dict):
+        return any((k.lower() in SECRET_FIELDS and v not in (HIDDEN, None)) or _unredacted(v)
+                   for k, v in value.items())
+    return isinstance(value, list) and any(_unredacted(item) for item in value)
+
+
 def wait_for_delivery(stack: Stack, wanted: Callable[[TrailEvent], bool], since: datetime,
                       deadline_s: float = 1200, delay_s: float = 2.0) -> list[TrailEvent]:
     """The events delivered from `since` (as ``delivered``), once one of them is `wanted`;
@@ -299,10 +309,11 @@ def wait_for_delivery(stack: Stack, wanted: Callable[[TrailEvent], bool], since:
         time.sleep(delay_s)
 
 
-def secret_exposures(stack: Stack, events: list[TrailEvent]) -> dict[str, int]:
-    """How many of `events` contain the stored CDS key anywhere (as text or JSON-escaped); the key
-    is read here and never returned."""
-    key = secret.get_cds_credentials(stack)["key"]
-    needles = {key, json.dumps(key)[1:-1]}
-    hits = sum(any(needle in json.dumps(event.record) for needle in needles) for event in events)
+def secret_exposures(events: list[TrailEvent], keys: Iterable[str] = ()) -> dict[str, int]:
+    """How many of `events` show a secret value: a ``secretString``/``secretBinary`` field that
+    CloudTrail did not replace by HIDDEN_DUE_TO_SECURITY_REASONS, or any of the `keys` the caller
+    stored (as text or JSON-escaped). Nobody reads the secret back for this check."""
+    needles = {n for key in keys for n in (key, json.dumps(key)[1:-1]) if n}
+    hits = sum(_unredacted(event.record) or any(n in json.dumps(event.record) for n in needles)
+               for event in events)
     return {"events scanned": len(events), "events containing the key": hits}
