@@ -54,7 +54,8 @@ class Stack:
 
     @property
     def metrics_namespace(self) -> str:
-        """The CloudWatch namespace of the pipeline's own metrics (the roles may write only there)."""
+        """The CloudWatch namespace of the pipeline's own metrics: the Lambda writes them as EMF log
+        lines (no PutMetricData call, so no role holds that grant)."""
         return f"{self.settings.prefix}/pipeline"
 
     def client(self, service: str, config: Config | None = None) -> Any:
