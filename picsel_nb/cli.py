@@ -3,7 +3,8 @@
 Each command registers itself with ``add_command(name, help, configure, run)``; ``run(args)``
 returns the exit code. ``picsel cloud start|stop|status`` manages the embedded cloud (``picsel cloud env`` prints the
 shell lines that point the AWS CLI and other SDKs at it); ``up``,
-``ingest``, ``process``, ``crawl``, ``demo`` and ``down`` run the pipeline's steps.
+``ingest``, ``process``, ``crawl``, ``demo`` and ``down`` run the pipeline's steps; ``backfill``
+ingests and processes a whole range.
 """
 
 from __future__ import annotations
@@ -137,6 +138,13 @@ def _configure_process(parser: argparse.ArgumentParser) -> None:
                         help="recompute days whose products are already published")
 
 
+def _configure_backfill(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    parser.add_argument("--end", required=True, help="last day, YYYY-MM-DD")
+    parser.add_argument("--in-flight", type=int, default=3,
+                        help="CDS requests (Lambda invocations) at once (default 3)")
+
+
 def _configure_down(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yes", action="store_true",
                         help="really delete (without it, only list what would be deleted)")
@@ -178,6 +186,24 @@ def _process(args: argparse.Namespace) -> int:
     return 0 if run["state"] == "SUCCEEDED" else 1
 
 
+def _backfill(args: argparse.Namespace) -> int:
+    from picsel_nb import pipeline
+
+    outcome = pipeline.backfill(get_stack(), args.start, args.end, in_flight=args.in_flight)
+    ingest, process = outcome["ingest"], outcome["process"]
+    print(f"ingest: {len(ingest['stored'])} CDS requests stored, {len(ingest['skipped'])} "
+          f"already there, {len(ingest['failed'])} failed")
+    for first, last, error in ingest["failed"]:
+        print(f"  failed {first}..{last}: {error}", file=sys.stderr)
+    print(f"process: job run {process['run_id']} {process['state']}: "
+          f"{len(process['published'])} days published, {len(process['skipped'])} skipped "
+          f"(already published), {len(process['failed'])} failed")
+    if process["failed"]:
+        print(f"  failed days: {', '.join(map(str, process['failed']))}\n"
+              f"  {process['error'] or ''}", file=sys.stderr)
+    return 0 if not ingest["failed"] and not process["failed"] else 1
+
+
 def _crawl(args: argparse.Namespace) -> int:
     from picsel_nb import pipeline
 
@@ -217,6 +243,8 @@ add_command("ingest", "download ERA5-Land days into the input bucket (the Lambda
             _configure_days, _ingest)
 add_command("process", "compute the daily contours of ingested days (the Glue job)",
             _configure_process, _process)
+add_command("backfill", "ingest and process a whole range of days (a month per CDS request, "
+            "then one Glue run)", _configure_backfill, _backfill)
 add_command("crawl", "catalog the contours as a table (the Glue crawler)", _configure_nothing,
             _crawl)
 add_command("demo", "the whole pipeline for the demo's days, 2023-09-01..03, then the product URLs",

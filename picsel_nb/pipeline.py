@@ -8,9 +8,11 @@ behaves the same on the embedded cloud and on AWS.
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from datetime import date
 from typing import Any
@@ -20,8 +22,10 @@ from typing import Any
 warnings.filterwarnings("ignore", "IProgress not found", module="tqdm")
 
 import xarray as xr
+from tqdm.auto import tqdm
 
-from picsel_nb.era5 import open_download, parse_date
+from picsel_nb import products
+from picsel_nb.era5 import open_download, parse_date, request_blocks
 from picsel_nb.products import days
 from picsel_nb.settings import DEMO_END, DEMO_START
 from picsel_nb.stack import buckets, catalog, function, job, roles, secret
@@ -29,6 +33,8 @@ from picsel_nb.stack.context import Stack, get_stack
 from picsel_nb.stack.errors import StackError
 
 Say = Callable[[str], None]
+IN_FLIGHT = 3  # backfill: CDS requests at once (ECMWF runs at most 3 active requests per user)
+QUEUED_PAUSE_S = 20.0  # backfill: before asking again for requests the CDS still has queued
 
 
 def cds_credentials(stack: Stack) -> tuple[str, str]:
@@ -107,13 +113,91 @@ def ingest(stack: Stack, start: str | date, end: str | date) -> list[dict]:
             for result in function.invoke_range(stack, start, end)]
 
 
+def ingest_blocks(stack: Stack, start: date, end: date, in_flight: int = IN_FLIGHT,
+                  pause_s: float = QUEUED_PAUSE_S) -> dict[str, list]:
+    """Ingest `start`..`end` as the CDS wants it: a month per request (``era5.request_blocks``),
+    `in_flight` at once, requests the CDS still queues asked again after `pause_s` until done.
+
+    Returns the blocks by outcome: "stored", "skipped" (already there) and "failed" (with the
+    error), each as ``(first, last[, error])``.
+    """
+    outcome: dict[str, list] = {"stored": [], "skipped": [], "failed": []}
+    pending = request_blocks(start, end)
+    with tqdm(total=(end - start).days + 1, desc="ingest", unit="day") as bar, \
+            ThreadPoolExecutor(in_flight) as pool:
+        while pending:
+            futures = {pool.submit(function.invoke_block, stack, *block): block
+                       for block in pending}
+            pending = []
+            for future in as_completed(futures):
+                block, result = futures[future], future.result()
+                status = result.payload.get("status") if result.ok else "failed"
+                if status == "queued":
+                    pending.append(block)
+                    continue
+                bar.update((block[1] - block[0]).days + 1)
+                if status == "failed":
+                    error = f"{result.error_type}: {result.error_message}"
+                    tqdm.write(f"{block[0]}..{block[1]}: {error}")
+                    outcome["failed"].append((*block, error))
+                else:
+                    outcome[status].append(block)
+            if pending:
+                bar.set_postfix_str(f"{len(pending)} queued at the CDS")
+                time.sleep(pause_s)
+    return outcome
+
+
+def _published_days(stack: Stack, start: date, end: date) -> set[date]:
+    """The days of `start`..`end` whose every variable is published."""
+    found: dict[date, set[str]] = {}
+    for item in buckets.list_objects(stack, stack.names.output_bucket,
+                                     f"{products.PRODUCTS_PREFIX}geojson/"):
+        parsed = products.parse_key(item["Key"])
+        if parsed and start <= parsed[2] <= end:
+            found.setdefault(parsed[2], set()).add(parsed[1])
+    return {day for day, variables in found.items() if variables >= set(products.SHORT_NAMES)}
+
+
+def process_with_progress(stack: Stack, start: date, end: date) -> dict:
+    """One Glue run over `start`..`end` (new days only), a progress bar of the days it publishes,
+    and its outcome by day: "published", "skipped" (published before), "failed"."""
+    before = _published_days(stack, start, end)
+    run_id = job.start_run(stack, job.date_range(start, end))
+    finished: dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: finished.update(job.wait_run(stack, run_id)))
+    waiter.start()
+    with tqdm(total=(end - start).days + 1, initial=len(before), desc="process",
+              unit="day") as bar:
+        while waiter.is_alive():
+            waiter.join(timeout=2.0)
+            bar.update(len(_published_days(stack, start, end)) - bar.n)
+    after = _published_days(stack, start, end)
+    return {"state": finished.get("JobRunState"), "run_id": run_id,
+            "error": finished.get("ErrorMessage"), "published": sorted(after - before),
+            "skipped": sorted(before), "failed": sorted(set(days(start, end)) - after)}
+
+
+def backfill(stack: Stack, start: str | date, end: str | date,
+             in_flight: int = IN_FLIGHT) -> dict:
+    """Ingest and process a whole range: the CDS in month-sized requests, then one Glue run over
+    every new day; what was stored, published, skipped and failed."""
+    first, last = parse_date(start), parse_date(end)
+    if last < first:
+        raise ValueError(f"end {last} is before start {first}; accepted: end on or after start")
+    return {"ingest": ingest_blocks(stack, first, last, in_flight),
+            "process": process_with_progress(stack, first, last)}
+
+
 def stored_downloads(stack: Stack) -> list[dict]:
     """Every raw download in the input bucket: key, size and the provenance the function stored
-    with it (dataset, date, request hash, CDS job id)."""
+    with it (dataset, date, request hash, CDS job id); the ids of pending CDS jobs kept beside
+    them are no downloads."""
     s3, bucket = stack.client("s3"), stack.names.input_bucket
     return [{"key": item["Key"], "bytes": item["Size"],
              **s3.head_object(Bucket=bucket, Key=item["Key"])["Metadata"]}
-            for item in buckets.list_objects(stack, bucket, buckets.RAW_PREFIX)]
+            for item in buckets.list_objects(stack, bucket, buckets.RAW_PREFIX)
+            if item["Key"].endswith(".nc")]
 
 
 def open_raw(stack: Stack, key: str) -> xr.Dataset:

@@ -244,3 +244,14 @@ def test_dataset_table_matches_the_cds():
     assert (single.grid_step, single.first_date, single.latency_days) == (0.25, date(1940, 1, 1), 5)
     assert era5.VARIABLES == {"2m_temperature": "t2m", "total_precipitation": "tp"}
     assert era5.latest_date(LAND) == date(2025, 1, 15)
+
+
+def test_request_blocks_are_a_month_but_one_day_then_the_months_last_day():
+    blocks = era5.request_blocks(date(2023, 1, 15), date(2023, 3, 2))
+    assert blocks == [(date(2023, 1, 15), date(2023, 1, 30)), (date(2023, 1, 31), date(2023, 1, 31)),
+                      (date(2023, 2, 1), date(2023, 2, 27)), (date(2023, 2, 28), date(2023, 2, 28)),
+                      (date(2023, 3, 1), date(2023, 3, 2))]
+    for first, last in blocks[::2]:  # a block's request is exactly its days and the closing one
+        request = era5.build_request("reanalysis-era5-land", first, last)
+        assert len(era5.request_dates(request)) == (last - first).days + 2
+    assert len(era5.request_blocks(date(2023, 1, 1), date(2023, 12, 31))) == 24

@@ -1,6 +1,6 @@
-"""The Glue job script's main(), run in this process against the embedded cloud (its day workers
-are local processes): products, the accumulation rule, skipping, redo, bad days, and products
-written in full or not at all."""
+"""The Glue job script's main(), run in this process against the embedded cloud, its units on a
+local Spark started once for the module: products, the accumulation rule, skipping, redo, bad
+days, and products written in full or not at all."""
 
 from __future__ import annotations
 
@@ -15,23 +15,28 @@ import numpy as np
 import orjson
 import pytest
 import shapely
+from pyspark import SparkConf, SparkContext, cloudpickle
 from shapely.geometry import Point, shape
 
 from picsel_nb import era5, products
+from picsel_nb.localcloud import glue_spark
 from picsel_nb.localcloud.glue_jobs import RUNTIME_PATH
 from picsel_nb.settings import DEMO_DATASET
 from picsel_nb.stack.job import SCRIPT
 from tests.cloud_fixtures import cloud  # noqa: F401
 
+pytestmark = pytest.mark.spark
 DAYS = [date(2023, 9, 1), date(2023, 9, 2), date(2023, 9, 3)]
 CONTENT_TYPES = {"geojson": "application/geo+json", "isolines": "application/geo+json",
                  "png": "image/png", "catalog": "application/x-ndjson"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def job_role_session(cloud):  # noqa: F811
-    """The in-process job's boto3 clients reach the cloud as a session of a job role, as on
-    Glue: environment variables hold the session's temporary credentials."""
+@pytest.fixture(scope="module")
+def spark(cloud, tmp_path_factory):  # noqa: F811 — its executors inherit this environment
+    """The module's Spark, configured as the embedded cloud configures a run's; its boto3
+    clients reach the cloud as a session of a job role, as on Glue (the session's temporary
+    credentials in the environment the executors inherit)."""
+    settings = glue_spark.spark_conf("test_glue_job", 2, tmp_path_factory.mktemp("spark"))
     role = cloud.role("picsel-test-contours-job", {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
                                        "s3:ListBucket"],
@@ -42,20 +47,26 @@ def job_role_session(cloud):  # noqa: F811
         patch.setenv("AWS_ACCESS_KEY_ID", credentials.access_key)
         patch.setenv("AWS_SECRET_ACCESS_KEY", credentials.secret_key)
         patch.setenv("AWS_SESSION_TOKEN", credentials.token)
-        yield
+        patch.setenv("PYSPARK_PYTHON", sys.executable)  # an in-process context reads only this
+        context = SparkContext.getOrCreate(SparkConf().setAll(list(settings.items())))
+        context.setLogLevel("WARN")
+        yield context
+        context.stop()
 
 
 @pytest.fixture(scope="module")
-def job():
+def job(spark):
     """infra/glue/contours_job.py as a module, with the awsglue stand-in on the path (as the
-    embedded cloud runs it)."""
+    embedded cloud runs it); its functions travel to the executors by value, like a script's."""
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(RUNTIME_PATH))
         spec = importlib.util.spec_from_file_location("contours_job", SCRIPT)
         module = importlib.util.module_from_spec(spec)
-        patch.setitem(sys.modules, "contours_job", module)  # worker processes unpickle by name
+        patch.setitem(sys.modules, "contours_job", module)
         spec.loader.exec_module(module)
+        cloudpickle.register_pickle_by_value(module)
         yield module
+        cloudpickle.unregister_pickle_by_value(module)
 
 
 def raw_body(day: date, hours: int = 24) -> bytes:
@@ -271,7 +282,9 @@ def test_an_incomplete_raw_day_is_reported_and_the_others_are_published(buckets,
         job.main(buckets.argv())
 
     assert "ERROR 2023-09-03: incomplete day" in capsys.readouterr().err
-    assert {products.parse_key(key)[2] for key in buckets.objects()} == {DAYS[0], DAYS[1]}
+    written = {products.parse_key(key)[1:] for key in buckets.objects()}
+    # Each (variable, day) is its own unit: tp of the 3rd needs only 00 UTC of the 4th, present.
+    assert written == {(v, d) for v in products.SHORT_NAMES for d in DAYS[:2]} | {("tp", DAYS[2])}
 
 
 def test_a_day_without_raw_file_fails_when_asked_for_by_date(buckets, job):
@@ -285,12 +298,12 @@ def test_a_failed_upload_leaves_nothing_of_its_unit(buckets, job, monkeypatch):
     failing = products.key("catalog", "tp", DAYS[1])
     upload = job.put
 
-    def put(bucket, key, body, content_type):
+    def put(client, bucket, key, body, content_type):
         if key == failing:
             raise ConnectionError("injected upload failure")
-        upload(bucket, key, body, content_type)
+        upload(client, bucket, key, body, content_type)
 
-    monkeypatch.setattr(job, "put", put)  # worker processes are forked: they inherit it
+    monkeypatch.setattr(job, "put", put)  # the tasks carry the module's globals by value
 
     with pytest.raises(job.JobFailed, match="2023-09-02 .*upload of tp failed.*injected"):
         job.main(buckets.argv())

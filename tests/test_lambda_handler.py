@@ -67,6 +67,10 @@ class FakeRemote:
         self.last_status = "accepted"
 
     @property
+    def status(self) -> str:
+        return "failed" if self.fail else self.last_status
+
+    @property
     def results_ready(self) -> bool:
         if self.fail:  # cdsapi reads a failed job's results: the CDS answers 400
             raise requests.HTTPError(f"400 Client Error\nThe job has failed\n{self.fail}")
@@ -93,6 +97,17 @@ class FakeCds:
         self.payload: bytes | None = None  # None: the exact bytes the CDS would send
         self.polls: int | None = 0
         self.fail = ""
+        self.remotes: dict[str, FakeRemote] = {}
+
+    @property
+    def client(self) -> FakeCds:
+        """cdsapi's underlying ecmwf-datastores client, which looks jobs up by id."""
+        return self
+
+    def get_remote(self, request_id: str) -> FakeRemote:
+        if request_id not in self.remotes:
+            raise requests.HTTPError(f"404 Client Error: job {request_id} not found")
+        return self.remotes[request_id]
 
     def __call__(self, **kwargs):
         if self.real_client:
@@ -105,7 +120,9 @@ class FakeCds:
         payload = self.payload
         if payload is None:
             payload = era5.synthetic_download(name, request)
-        return FakeRemote(f"job-{len(self.requests)}", payload, self.polls, self.fail)
+        remote = FakeRemote(f"job-{len(self.requests)}", payload, self.polls, self.fail)
+        self.remotes[remote.request_id] = remote
+        return remote
 
 
 @pytest.fixture
@@ -217,7 +234,7 @@ def test_invalid_event_raises_naming_field_and_accepted_values_without_calling_t
     assert "accepted" in message and accepted in message
     assert isinstance(caught.value, ValueError)
     assert cds.clients == [] and cds.requests == []
-    assert aws.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+    assert _stored_days(aws) == []
 
 
 # --- idempotence --------------------------------------------------------------------------------
@@ -251,6 +268,7 @@ def test_object_carries_provenance_metadata(aws, cds):
     result = invoke({"date": DAY})
     metadata = aws.head_object(Bucket=BUCKET, Key=KEY)["Metadata"]
     assert metadata == {"request-hash": result["request_hash"], "cds-job-id": "job-1",
+                        "cds-request-hash": result["request_hash"],
                         "dataset": "reanalysis-era5-land", "date": DAY, "source": "cds"}
 
 
@@ -333,13 +351,19 @@ def test_metrics_are_flushed_as_emf(aws, cds, capsys):
 
 # --- failures leave nothing behind -----------------------------------------------------------
 
+def _stored_days(s3) -> list[str]:
+    """The raw day objects in the bucket (a pending CDS job's id kept beside them is no day)."""
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    return sorted(key for key in keys if "/cds-jobs/" not in key)
+
+
 @pytest.mark.parametrize("payload", [b"", b"<html>502 Bad Gateway</html>", b"CDF\x02truncated",
                                      b"\x89HDF\r\n\x1a\n" + bytes(100), b"PK\x03\x04broken"])
 def test_corrupt_download_is_refused_and_nothing_stored(aws, cds, tmp_path, payload):
     cds.payload = payload
     with pytest.raises(handler_module.CorruptDownloadError, match="nothing was stored"):
         invoke({"date": DAY})
-    assert aws.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+    assert _stored_days(aws) == []
     assert _tmp_is_empty(tmp_path)
 
 
@@ -348,25 +372,61 @@ def test_download_lacking_a_requested_variable_is_refused(aws, cds, tmp_path):
     cds.payload = era5.synthetic_download("reanalysis-era5-land", request)
     with pytest.raises(handler_module.CorruptDownloadError, match=r"lacks variable\(s\) \['tp'\]"):
         invoke({"date": DAY})
-    assert aws.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+    assert _stored_days(aws) == []
 
 
 def test_failed_cds_job_propagates_and_stores_nothing(aws, cds, tmp_path):
     cds.fail = "400 Bad Request: the request you have submitted is not valid"
     with pytest.raises(requests.HTTPError, match="not valid"):
         invoke({"date": DAY})
-    assert aws.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+    assert _stored_days(aws) == []
     assert _tmp_is_empty(tmp_path)
 
 
-def test_job_still_running_at_the_deadline_fails_cleanly_with_its_id(aws, cds, tmp_path):
-    cds.polls = None  # never ready
-    with pytest.raises(handler_module.CdsJobTimeoutError) as caught:
-        invoke({"date": DAY}, remaining_ms=1_200)  # 1.2 s left, 1 s kept for the upload
-    message = str(caught.value)
-    assert "job-1" in message and "'running'" in message and "nothing was stored" in message
-    assert aws.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
-    assert _tmp_is_empty(tmp_path)
+def test_job_still_pending_at_the_deadline_is_queued_and_the_next_invocation_resumes_it(
+        aws, cds, tmp_path):
+    cds.polls = None  # not ready while this invocation may wait
+    queued = invoke({"date": DAY}, remaining_ms=1_200)  # 1.2 s left, 1 s kept for the upload
+
+    assert (queued["status"], queued["cds_job_id"], queued["cds_status"]) == (
+        "queued", "job-1", "running")
+    assert _stored_days(aws) == [] and _tmp_is_empty(tmp_path)
+    kept = json.loads(aws.get_object(Bucket=BUCKET, Key=queued["job_key"])["Body"].read())
+    assert kept["cds_job_id"] == "job-1" and kept["request"] == cds.requests[0][1]
+
+    cds.remotes["job-1"].polls = 0  # the CDS has finished the job meanwhile
+    stored = invoke({"date": DAY})
+
+    assert (stored["status"], stored["cds_job_id"]) == ("stored", "job-1")
+    assert len(cds.requests) == 1  # resumed, not submitted again
+    assert _stored_days(aws) == [KEY]
+
+
+def test_a_pending_job_the_cds_no_longer_has_is_submitted_again(aws, cds):
+    cds.polls = None
+    invoke({"date": DAY}, remaining_ms=1_200)
+    del cds.remotes["job-1"]
+    cds.polls = 0
+
+    assert invoke({"date": DAY})["cds_job_id"] == "job-2"
+
+
+def test_a_block_is_one_cds_request_stored_as_one_object_per_day(aws, cds):
+    result = invoke({"start": "2023-09-01", "end": "2023-09-03"})
+
+    assert len(cds.requests) == 1 and cds.requests[0][1]["day"] == ["01", "02", "03", "04"]
+    keys = [f"raw/reanalysis-era5-land/2023/09/0{n}.nc" for n in (1, 2, 3)]
+    assert result["status"] == "stored" and result["keys"] == keys == _stored_days(aws)
+    second = aws.get_object(Bucket=BUCKET, Key=keys[1])["Body"].read()
+    daily = era5.daily(era5.open_download(second), "reanalysis-era5-land", days=["2023-09-02"])
+    assert daily.sizes["date"] == 1  # a whole day, its precipitation closed by the 3rd
+    assert invoke({"date": "2023-09-02"})["status"] == "skipped"  # as a one-day ingest of it
+
+
+def test_a_block_that_does_not_close_inside_its_month_is_refused(aws, cds):
+    with pytest.raises(handler_module.InvalidEventError, match="event field 'end'.*2023-09"):
+        invoke({"start": "2023-09-20", "end": "2023-09-30"})
+    assert cds.requests == []
 
 
 def test_job_that_finishes_within_the_deadline_is_stored(aws, cds):
@@ -430,5 +490,5 @@ def test_failed_part_aborts_the_multipart_upload_and_leaves_no_object(aws, cds, 
         invoke({"date": DAY})
     assert aborts == ["AbortMultipartUpload"]
     assert aws.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
-    assert aws.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+    assert _stored_days(aws) == []
     assert _tmp_is_empty(tmp_path)

@@ -291,3 +291,17 @@ def test_embedded_cloud_mounts_the_loopback_cds():
 
     assert reply.status_code == 200
     assert reply.json["id"] == DATASET
+
+
+def test_queued_job_stays_accepted_and_another_client_resumes_it_by_id(endpoint, tmp_path):
+    key = cds_api.issue_token(endpoint, faults={"queue_seconds": 0.5})
+    first = client(endpoint, key, wait_until_complete=False).retrieve(DATASET, request())
+    assert first.status == "accepted"  # waiting in the CDS queue
+
+    later = client(endpoint, key, wait_until_complete=False).client.get_remote(first.request_id)
+    deadline = time.monotonic() + 10
+    while not later.results_ready:  # a later Lambda invocation, polling the same job
+        assert time.monotonic() < deadline, "the queued job never finished"
+        time.sleep(0.1)
+
+    assert era5.open_download(later.download(str(tmp_path / "x.nc"))).sizes["longitude"] == 11

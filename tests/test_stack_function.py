@@ -261,20 +261,24 @@ def test_cds_failure_is_a_function_error_and_stores_nothing(deployed, faults, er
     assert not _exists(deployed, _raw_key("2023-09-04"))
 
 
-def test_cds_job_outlasting_the_function_fails_cleanly_with_its_id(deployed, package):
+def test_cds_job_outlasting_the_function_is_queued_and_resumed_by_the_next_call(deployed,
+                                                                              package):
     stack, names = deployed.stack, deployed.stack.names
     short = 33  # the handler keeps 30 s for the upload: 3 s to wait for the CDS
     function.ensure_function(stack, deployed.role_arn, names.secret, names.input_bucket,
                              package=package, timeout=short)
     try:
-        with cds_faults(deployed, job_seconds=120):
-            result = function.invoke_day(stack, "2023-09-05")
+        with cds_faults(deployed, queue_seconds=4):
+            queued = function.invoke_day(stack, "2023-09-05")
+            assert queued.ok and queued.payload["status"] == "queued", queued.payload
+            assert not _exists(deployed, _raw_key("2023-09-05"))
+            resumed = function.invoke_day(stack, "2023-09-05")
     finally:
         function.ensure_function(stack, deployed.role_arn, names.secret, names.input_bucket,
                                  package=package)
-    assert result.error_type == "CdsJobTimeoutError", result.payload
-    assert "CDS job " in result.error_message and "nothing was stored" in result.error_message
-    assert not _exists(deployed, _raw_key("2023-09-05"))
+    assert resumed.payload["status"] == "stored", resumed.payload
+    assert resumed.payload["cds_job_id"] == queued.payload["cds_job_id"]
+    assert _exists(deployed, _raw_key("2023-09-05"))
 
 
 def test_function_logs_hold_json_lines_and_metrics_but_never_the_key(deployed):

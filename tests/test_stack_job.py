@@ -75,6 +75,7 @@ def test_definition_is_a_glue_5_spark_job_with_every_script_argument(offline_sta
 
 IMPORTS_OF_A_DAY = """
 import runpy, sys
+import pyspark  # Glue's Spark runtime, and what it imports, is Glue's own
 before = set(sys.modules)
 sys.path.insert(0, sys.argv[1])
 job = runpy.run_path(sys.argv[2], run_name="job")

@@ -3,24 +3,24 @@
 For each raw day ``s3://<input>/raw/<dataset>/YYYY/MM/DD.nc`` (day D and D+1, so D's precipitation
 total is complete) it computes D's mean 2 m temperature and total precipitation
 (``picsel_nb.era5.daily``) and writes, per (variable, day), the products of ``picsel_nb.products``
-in full or not at all. Days are spread over Spark's executors on Glue, over at most two local
-processes elsewhere (the embedded cloud runs the script as a plain Python process). Plain boto3
-everywhere: the endpoint comes from the environment (AWS_ENDPOINT_URL on the embedded cloud).
+in full or not at all. The (day, variable) units are Spark tasks: each executor task reads its own
+raw file from S3 and writes its unit, so nothing large passes through the driver and memory stays
+bounded by one unit per task. The same file runs on AWS Glue 5.0 and on the embedded cloud's
+Spark; plain boto3 everywhere (the endpoint comes from the environment: AWS_ENDPOINT_URL locally).
 
 Arguments (all set as the job's DefaultArguments): --input_bucket, --output_bucket, --dataset,
 --dates ("all-new" | "YYYY-MM-DD:YYYY-MM-DD"), --redo ("true" | "false"), --t2m_levels and
 --tp_levels (comma-separated numbers | "default").
 
 A bad day (corrupt or incomplete raw file, missing raw file, failed upload) is reported on stderr
-and the other days are still published; the run then fails with a one-line summary.
+and the other days are still published; the run then fails with a one-line summary. A rerun does
+only the units not yet published (all of them with --redo true).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date
@@ -29,13 +29,13 @@ from typing import Any
 import boto3
 import orjson
 from awsglue.utils import getResolvedOptions
+from pyspark import SparkContext
 
 from picsel_nb import contours, era5, plots, products
 from picsel_nb.contours.styles import check_levels
 
 OPTIONS = ("input_bucket", "output_bucket", "dataset", "dates", "redo", "t2m_levels",
            "tp_levels")
-MAX_LOCAL_WORKERS = 2
 _RAW_DAY = re.compile(r"(\d{4})/(\d{2})/(\d{2})\.nc")
 
 
@@ -56,18 +56,28 @@ class Options:
 
 
 @dataclass(frozen=True)
-class Task:
-    """One raw day to turn into products for `variables`."""
+class Unit:
+    """One (day, variable) to turn into products: a Spark task."""
 
     options: Options
     day: date
     raw_key: str
-    variables: tuple[str, ...]
+    variable: str
+
+
+@dataclass
+class UnitResult:
+    """What became of one unit: the keys written, or the error (then nothing of it was left)."""
+
+    day: date
+    variable: str
+    written: list[str] = field(default_factory=list)
+    error: str | None = None
 
 
 @dataclass
 class DayResult:
-    """What became of one day: the keys written and the variables published, or the error."""
+    """What became of one day: the keys written and the variables published, or the errors."""
 
     day: date
     written: list[str] = field(default_factory=list)
@@ -99,26 +109,22 @@ def parse_options(argv: list[str]) -> Options:
                     for name in products.SHORT_NAMES})
 
 
-_clients: dict[int, Any] = {}
-
-
 def s3() -> Any:
-    """This process's S3 client (made per process: a boto3 client must not cross a fork)."""
-    if os.getpid() not in _clients:
-        _clients[os.getpid()] = boto3.client("s3")
-    return _clients[os.getpid()]
+    """A new S3 client: one per unit task (a client can neither cross a fork nor travel with a
+    Spark task) and one for the driver's listings."""
+    return boto3.client("s3")
 
 
-def _keys(bucket: str, prefix: str) -> list[str]:
-    pages = s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+def _keys(client: Any, bucket: str, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
-def raw_keys(options: Options) -> dict[date, str]:
+def raw_keys(options: Options, client: Any) -> dict[date, str]:
     """The raw download of each day in the input bucket, by day."""
     prefix = f"raw/{options.dataset}/"
     found = {}
-    for key in _keys(options.input_bucket, prefix):
+    for key in _keys(client, options.input_bucket, prefix):
         match = _RAW_DAY.fullmatch(key[len(prefix):])
         with suppress(ValueError):  # 2023/02/30.nc is no day
             if match:
@@ -126,22 +132,23 @@ def raw_keys(options: Options) -> dict[date, str]:
     return found
 
 
-def published(options: Options) -> set[tuple[str, date]]:
+def published(options: Options, client: Any) -> set[tuple[str, date]]:
     """The (variable, day) pairs whose web GeoJSON exists: those are published."""
     parsed = (products.parse_key(key) for key in
-              _keys(options.output_bucket, f"{products.PRODUCTS_PREFIX}geojson/"))
+              _keys(client, options.output_bucket, f"{products.PRODUCTS_PREFIX}geojson/"))
     return {(variable, day) for kind, variable, day in filter(None, parsed)}
 
 
-def plan(options: Options) -> tuple[list[Task], list[date], list[DayResult]]:
-    """The days to process, the days skipped (all published, no --redo) and the days that cannot
+def plan(options: Options) -> tuple[list[Unit], list[date], list[DayResult]]:
+    """The units to process, the days skipped (all published, no --redo) and the days that cannot
     be processed (asked for, but no raw file)."""
-    raw = raw_keys(options)
+    client = s3()
+    raw = raw_keys(options, client)
     wanted = sorted(raw) if options.dates is None else products.days(*options.dates)
-    done = set() if options.redo else published(options)
-    tasks, skipped, missing = [], [], []
+    done = set() if options.redo else published(options, client)
+    units, skipped, missing = [], [], []
     for day in wanted:
-        variables = tuple(v for v in products.SHORT_NAMES if (v, day) not in done)
+        variables = [v for v in products.SHORT_NAMES if (v, day) not in done]
         if not variables:
             skipped.append(day)
         elif day not in raw:
@@ -149,8 +156,8 @@ def plan(options: Options) -> tuple[list[Task], list[date], list[DayResult]]:
                                                 f"{options.dataset}/{day:%Y/%m/%d}.nc "
                                                 "(ingest the day first)"))
         else:
-            tasks.append(Task(options, day, raw[day], variables))
-    return tasks, skipped, missing
+            units += [Unit(options, day, raw[day], variable) for variable in variables]
+    return units, skipped, missing
 
 
 def render(field_: Any, levels: tuple[float, ...] | None) -> dict[str, bytes]:
@@ -164,24 +171,25 @@ def render(field_: Any, levels: tuple[float, ...] | None) -> dict[str, bytes]:
     }
 
 
-def put(bucket: str, key: str, body: bytes, content_type: str) -> None:
+def put(client: Any, bucket: str, key: str, body: bytes, content_type: str) -> None:
     """Upload one object."""
-    s3().put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+    client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
 
 
-def write_unit(bucket: str, variable: str, day: date, bodies: dict[str, bytes]) -> list[str]:
+def write_unit(client: Any, bucket: str, variable: str, day: date,
+               bodies: dict[str, bytes]) -> list[str]:
     """Write one (variable, day) in full or not at all; the keys written.
 
     The web GeoJSON is removed first (the unit is unpublished while it is rewritten) and written
     last; when any upload fails, every object of the unit is deleted before the error goes on.
     """
     keys = products.keys(variable, day)
-    s3().delete_object(Bucket=bucket, Key=keys["geojson"])
+    client.delete_object(Bucket=bucket, Key=keys["geojson"])
     try:
         for kind in products.KINDS:
-            put(bucket, keys[kind], bodies[kind], products.CONTENT_TYPE[kind])
+            put(client, bucket, keys[kind], bodies[kind], products.CONTENT_TYPE[kind])
     except Exception:
-        s3().delete_objects(Bucket=bucket, Delete={
+        client.delete_objects(Bucket=bucket, Delete={
             "Objects": [{"Key": key} for key in keys.values()], "Quiet": True})
         raise
     return list(keys.values())
@@ -191,55 +199,62 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _daily_fields(task: Task) -> Any:
-    """The day's daily fields from its raw file; ValueError with the reason and the key."""
-    where = f"s3://{task.options.input_bucket}/{task.raw_key}"
-    body = s3().get_object(Bucket=task.options.input_bucket, Key=task.raw_key)["Body"].read()
+def daily_field(unit: Unit, client: Any) -> Any:
+    """The unit's daily field from its raw file (read here, by the task), None when the file does
+    not hold the variable (it was not ingested); ValueError with the reason and the key."""
+    where = f"s3://{unit.options.input_bucket}/{unit.raw_key}"
+    body = client.get_object(Bucket=unit.options.input_bucket, Key=unit.raw_key)["Body"].read()
     try:
-        return era5.daily(era5.open_download(body), task.options.dataset, days=[task.day])
+        hourly = era5.open_download(body)
+        if unit.variable not in hourly:
+            return None
+        fields = era5.daily(hourly[[unit.variable]], unit.options.dataset, days=[unit.day])
     except era5.DownloadError as exc:
         raise ValueError(f"corrupt raw file {where}: {exc}") from exc
     except era5.IncompleteDayError as exc:
         raise ValueError(f"incomplete day in raw file {where}: {exc}") from exc
+    return fields[unit.variable].isel(date=0)  # the one day asked for
 
 
-def process_day(task: Task) -> DayResult:
-    """Compute and write every product of one day; a failure is returned, never raised, so one
-    bad day does not stop the others."""
-    result = DayResult(task.day)
+def process_unit(unit: Unit) -> UnitResult:
+    """Compute and write every product of one (day, variable); a failure is returned, never
+    raised, so one bad unit does not stop the others."""
+    result = UnitResult(unit.day, unit.variable)
+    client = s3()
     try:
-        fields = _daily_fields(task)
-        for variable in task.variables:
-            if variable not in fields:
-                continue
-            field_ = fields[variable].isel(date=0)  # the one day asked for
-            bodies = render(field_, task.options.levels[variable])
-            try:
-                written = write_unit(task.options.output_bucket, variable, task.day, bodies)
-            except Exception as exc:
-                raise RuntimeError(f"upload of {variable} failed, none of its products was "
-                                   f"left: {exc}") from exc
-            result.written += written
-            result.published.append(variable)
-    except Exception as exc:  # noqa: BLE001 — reported per day; the other days go on
+        field_ = daily_field(unit, client)
+        if field_ is None:
+            return result
+        bodies = render(field_, unit.options.levels[unit.variable])
+        try:
+            result.written = write_unit(client, unit.options.output_bucket, unit.variable,
+                                        unit.day, bodies)
+        except Exception as exc:
+            raise RuntimeError(f"upload of {unit.variable} failed, none of its products was "
+                               f"left: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 — reported per unit; the others go on
         result.error = _one_line(exc)
     return result
 
 
-def run_tasks(tasks: list[Task]) -> list[DayResult]:
-    """Process the days on Spark's executors when running in Glue, else in up to two processes."""
-    if not tasks:
+def run_units(units: list[Unit]) -> list[UnitResult]:
+    """Process the units as Spark tasks, one unit per task."""
+    if not units:
         return []
-    try:
-        from pyspark import SparkContext
-    except ImportError:
-        SparkContext = None  # not on Glue
-    if SparkContext is not None:
-        return SparkContext.getOrCreate().parallelize(tasks, len(tasks)).map(process_day).collect()
-    if len(tasks) == 1:
-        return [process_day(tasks[0])]
-    with ProcessPoolExecutor(max_workers=min(MAX_LOCAL_WORKERS, len(tasks))) as pool:
-        return list(pool.map(process_day, tasks))
+    return SparkContext.getOrCreate().parallelize(units, len(units)).map(process_unit).collect()
+
+
+def by_day(results: list[UnitResult]) -> list[DayResult]:
+    """The units' results gathered per day: a day failed when any of its units failed."""
+    days: dict[date, DayResult] = {}
+    for unit in sorted(results, key=lambda r: (r.day, products.SHORT_NAMES.index(r.variable))):
+        day = days.setdefault(unit.day, DayResult(unit.day))
+        day.written += unit.written
+        if unit.error and unit.error != day.error:  # both units of a bad file: said once
+            day.error = "; ".join(filter(None, [day.error, unit.error]))
+        elif unit.written:
+            day.published.append(unit.variable)
+    return list(days.values())
 
 
 def summarise(results: list[DayResult], skipped: list[date]) -> dict:
@@ -276,8 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
     Raises JobFailed, with a one-line summary of the failed days, when any day failed.
     """
     options = parse_options(sys.argv[1:] if argv is None else argv)
-    tasks, skipped, missing = plan(options)
-    results = missing + run_tasks(tasks)
+    units, skipped, missing = plan(options)
+    results = missing + by_day(run_units(units))
     summary = summarise(results, skipped)
     report(summary, results)
     if summary["failed"]:

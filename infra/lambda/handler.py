@@ -1,9 +1,18 @@
-"""ERA5 ingest Lambda: download one day from the Copernicus CDS and store it in the input bucket.
+"""ERA5 ingest Lambda: download days from the Copernicus CDS and store them in the input bucket.
 
-Event: ``{"date": "2023-09-01"}`` (or ``{"year": 2023, "month": 9, "day": 1}``), optional
-``dataset``, ``area`` [N, W, S, E], ``variables`` and ``force``. The science (request building,
-validation, reading the download) lives in ``picsel_nb.era5``, shipped in this zip; cdsapi,
-powertools and the scientific stack come from the layer; boto3 from the runtime.
+Event: ``{"date": "2023-09-01"}`` (or ``{"year": 2023, "month": 9, "day": 1}``) for one day, or
+``{"start": "2023-01-01", "end": "2023-01-30"}`` for a block of days asked of the CDS as one
+request and stored one object per day (a block must close inside its month: the CDS request is a
+year × month × day product, and the last day's precipitation needs 00 UTC of the next); optional
+``dataset``, ``area`` [N, W, S, E], ``variables`` and ``force``.
+
+A CDS job that is still queued or running when the Lambda must stop is not lost: its id is kept
+under ``raw/<dataset>/cds-jobs/<request hash>.json`` and the answer is ``{"status": "queued", …}``;
+the next invocation for the same request resumes polling that job instead of submitting anew.
+
+The science (request building, validation, reading the download) lives in ``picsel_nb.era5``,
+shipped in this zip; cdsapi, powertools and the scientific stack come from the layer; boto3 from
+the runtime.
 
 Tunable from the environment: PICSEL_TMP (download dir, /tmp), PICSEL_UPLOAD_MARGIN_S (seconds
 kept for the upload when waiting for the CDS, 30), PICSEL_MULTIPART_THRESHOLD (bytes, 8 MiB).
@@ -11,19 +20,21 @@ kept for the upload when waiting for the CDS, 30), PICSEL_MULTIPART_THRESHOLD (b
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import boto3
 import cdsapi
+import requests
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from boto3.s3.transfer import TransferConfig
@@ -40,7 +51,8 @@ logging.getLogger("botocore").setLevel(logging.WARNING)
 # A rejected event has no metrics to flush; Lambda's own Errors metric counts it.
 warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
 
-EVENT_FIELDS = ("date", "year", "month", "day", "dataset", "area", "variables", "force")
+EVENT_FIELDS = ("date", "year", "month", "day", "start", "end", "dataset", "area", "variables",
+                "force")
 MIB = 1024 * 1024
 # cdsapi's defaults retry for hours (retry_max=500, sleep_max=120): a Lambda must bound them.
 CDS_RETRY_MAX = 3
@@ -53,8 +65,8 @@ class InvalidEventError(ValueError):
     """The event is not a valid ingest request; the message names the field and accepted values."""
 
 
-class CdsJobTimeoutError(TimeoutError):
-    """The CDS job was still queued or running when the Lambda's time ran out."""
+class CdsJobPending(TimeoutError):
+    """The CDS job is still queued or running and the Lambda's time is up: answered "queued"."""
 
 
 class CorruptDownloadError(ValueError):
@@ -63,23 +75,37 @@ class CorruptDownloadError(ValueError):
 
 @dataclass(frozen=True)
 class Ingest:
-    """One validated ingest request: which day of which dataset, and the CDS request body."""
+    """One validated ingest request: which days of which dataset, and the CDS request body."""
 
     dataset: str
-    day: date
+    days: tuple[date, ...]
     request: dict
     request_hash: str
     force: bool
+    day_hashes: tuple[str, ...]  # each day's own one-day request hash, kept on its object
+
+    @property
+    def day(self) -> date:
+        return self.days[0]
 
     @property
     def key(self) -> str:
-        """The raw object's key: raw/<dataset>/YYYY/MM/DD.nc."""
-        return f"raw/{self.dataset}/{self.day:%Y/%m/%d}.nc"
+        """The first day's raw object key."""
+        return self.keys[0]
+
+    @property
+    def keys(self) -> list[str]:
+        """The raw object of each day: raw/<dataset>/YYYY/MM/DD.nc."""
+        return [f"raw/{self.dataset}/{day:%Y/%m/%d}.nc" for day in self.days]
+
+    @property
+    def job_key(self) -> str:
+        """Where the id of this request's pending CDS job is kept."""
+        return f"raw/{self.dataset}/cds-jobs/{self.request_hash}.json"
 
 
 # CDS request field -> the event field it comes from, so errors name what the caller wrote.
-EVENT_FIELD_OF = {"start": "date", "end": "date", "year": "date", "month": "date", "day": "date",
-                  "variable": "variables"}
+EVENT_FIELD_OF = {"year": "date", "month": "date", "day": "date", "variable": "variables"}
 
 
 def _invalid(exc: ValueError) -> InvalidEventError:
@@ -120,6 +146,24 @@ def _event_day(event: dict, dataset: str) -> date:
     return era5.parse_date(day, dataset, field="date")
 
 
+def _event_days(event: dict, dataset: str) -> tuple[date, ...]:
+    """The days of the event: one (``date`` or year/month/day) or a block (``start``..``end``)."""
+    if "start" not in event and "end" not in event:
+        return (_event_day(event, dataset),)
+    if {"date", "year", "month", "day"} & set(event) or not {"start", "end"} <= set(event):
+        raise InvalidEventError("event field 'start': a block needs both 'start' and 'end' "
+                                "(YYYY-MM-DD) and no 'date'; accepted: one of the two forms")
+    first = era5.parse_date(event["start"], dataset, field="start")
+    last = era5.parse_date(event["end"], dataset, field="end")
+    closing = last + timedelta(days=1)
+    if last < first or (last > first and (closing.year, closing.month) != (first.year, first.month)):
+        raise InvalidEventError(
+            f"event field 'end': {last} does not close block {first}..{last} inside "
+            f"{first:%Y-%m}; accepted: a day from {first} to the month's last day but one (the "
+            "CDS request is one year × month × day product, with the day after for precipitation)")
+    return tuple(first + timedelta(days=n) for n in range((last - first).days + 1))
+
+
 def parse_event(event: Any) -> Ingest:
     """Validate an event into an `Ingest`, or raise InvalidEventError (before any CDS call)."""
     if not isinstance(event, dict):
@@ -140,14 +184,16 @@ def parse_event(event: Any) -> Ingest:
     dataset = event.get("dataset", DEMO_DATASET)
     try:
         era5.dataset_info(dataset)
-        day = _event_day(event, dataset)
+        days = _event_days(event, dataset)
         area = era5.parse_area(event.get("area", DEMO_AREA), dataset)
-        request = era5.build_request(dataset, day, area=area, variables=variables)
+        request = era5.build_request(dataset, days[0], days[-1], area=area, variables=variables)
+        day_hashes = tuple(era5.request_hash(dataset, era5.build_request(
+            dataset, day, area=area, variables=variables)) for day in days)
     except InvalidEventError:
         raise
     except ValueError as exc:
         raise _invalid(exc) from exc
-    return Ingest(dataset, day, request, era5.request_hash(dataset, request), force)
+    return Ingest(dataset, days, request, era5.request_hash(dataset, request), force, day_hashes)
 
 
 @cache
@@ -183,29 +229,61 @@ def _deadline(context) -> float:
 
 
 def _wait_for_job(remote, deadline: float) -> None:
-    """Poll the CDS job until its results are ready; fail cleanly when time runs out."""
+    """Poll the CDS job until its results are ready; CdsJobPending when time runs out."""
     pause = POLL_FIRST
     while not remote.results_ready:  # raises ProcessingFailedError when the job failed
         if time.monotonic() + pause > deadline:
-            raise CdsJobTimeoutError(
-                f"CDS job {remote.request_id} is still {remote.last_status!r} and the Lambda is "
-                "about to time out; nothing was stored. Invoke again later: the CDS answers an "
-                "identical request from its cache once the job has finished")
+            raise CdsJobPending(remote.request_id, remote.last_status)
         time.sleep(pause)
         pause = min(pause * 1.5, POLL_MAX)
 
 
-def download(ingest: Ingest, target: Path, deadline: float) -> str:
-    """Submit the request to the CDS, wait within the deadline, stream the file to `target`.
+def _pending_job(bucket: str, ingest: Ingest) -> str | None:
+    """The id of the CDS job an earlier invocation submitted for this request, if any."""
+    if _existing(bucket, ingest.job_key) is None:
+        return None
+    body = _s3().get_object(Bucket=bucket, Key=ingest.job_key)["Body"].read()
+    return json.loads(body)["cds_job_id"]
 
-    Returns the CDS job id.
+
+def _keep_pending(bucket: str, ingest: Ingest, job_id: str) -> None:
+    """Keep the id of the submitted job, so the next invocation resumes it."""
+    body = json.dumps({"cds_job_id": job_id, "dataset": ingest.dataset,
+                       "request": ingest.request, "submitted": datetime.now(UTC).isoformat()})
+    _s3().put_object(Bucket=bucket, Key=ingest.job_key, Body=body.encode(),
+                     ContentType="application/json")
+
+
+def _remote(client, bucket: str, ingest: Ingest):
+    """The CDS job of this request: the pending one an earlier invocation submitted (when the
+    CDS still knows it), else a new one, whose id is kept at once."""
+    pending = None if ingest.force else _pending_job(bucket, ingest)
+    if pending is not None:
+        try:
+            remote = client.client.get_remote(pending)
+            status = remote.status
+        except requests.HTTPError:  # the CDS no longer has the job
+            status = "gone"
+        if status in ("accepted", "running", "successful"):
+            logger.info("resuming the pending CDS job", extra={"cds_job_id": pending})
+            return remote
+        logger.info("pending CDS job is not usable; submitting again",
+                    extra={"cds_job_id": pending, "cds_status": status})
+    remote = client.retrieve(ingest.dataset, ingest.request)
+    logger.info("CDS job submitted", extra={"cds_job_id": remote.request_id})
+    _keep_pending(bucket, ingest, remote.request_id)
+    return remote
+
+
+def download(ingest: Ingest, bucket: str, target: Path, deadline: float) -> str:
+    """Submit the request to the CDS (or resume its pending job), wait within the deadline,
+    stream the file to `target`; the CDS job id. CdsJobPending when the job is not done in time.
     """
     url, key = cds_credentials(os.environ["CDS_SECRET_NAME"])
     client = cdsapi.Client(
         url=url, key=key, quiet=True, progress=False, retry_max=CDS_RETRY_MAX,
         sleep_max=CDS_SLEEP_MAX, timeout=CDS_TIMEOUT, wait_until_complete=False)
-    remote = client.retrieve(ingest.dataset, ingest.request)
-    logger.info("CDS job submitted", extra={"cds_job_id": remote.request_id})
+    remote = _remote(client, bucket, ingest)
     _wait_for_job(remote, deadline)
     remote.download(str(target))
     return remote.request_id
@@ -228,48 +306,88 @@ def check_download(path: Path, ingest: Ingest) -> None:
             "nothing was stored")
 
 
-def upload(path: Path, bucket: str, ingest: Ingest, job_id: str) -> None:
-    """Multipart-upload the file with its provenance; boto3 aborts the upload if a part fails."""
+def upload(path: Path, bucket: str, key: str, metadata: dict[str, str]) -> None:
+    """Multipart-upload one file with its provenance; boto3 aborts the upload if a part fails."""
     threshold = int(os.environ.get("PICSEL_MULTIPART_THRESHOLD", 8 * MIB))
     config = TransferConfig(multipart_threshold=threshold,
                             multipart_chunksize=max(threshold, 5 * MIB))  # S3's smallest part
-    metadata = {"request-hash": ingest.request_hash, "cds-job-id": job_id,
-                "dataset": ingest.dataset, "date": ingest.day.isoformat(), "source": "cds"}
-    _s3().upload_file(str(path), bucket, ingest.key, Config=config,
+    _s3().upload_file(str(path), bucket, key, Config=config,
                       ExtraArgs={"Metadata": metadata, "ContentType": "application/octet-stream"})
 
 
+def store_days(path: Path, bucket: str, ingest: Ingest, job_id: str) -> None:
+    """Store the download as one object per day: a one-day download as the CDS sent it, a block
+    split into days (each day with the next day's hours, as a one-day request brings them).
+
+    Each object carries its own one-day request hash (so a one-day ingest of it is skipped) and
+    the block's CDS request hash and job id.
+    """
+    provenance = {"cds-request-hash": ingest.request_hash, "cds-job-id": job_id,
+                  "dataset": ingest.dataset, "source": "cds"}
+    if len(ingest.days) == 1:
+        upload(path, bucket, ingest.key, {**provenance, "request-hash": ingest.day_hashes[0],
+                                          "date": ingest.day.isoformat()})
+        return
+    hourly = era5.open_download(path)
+    for day, key, day_hash in zip(ingest.days, ingest.keys, ingest.day_hashes):
+        hours = slice(day.isoformat(), f"{day + timedelta(days=1)}T23:59")  # D and D+1
+        part, one_day = path.with_suffix(f".{day:%d}.nc"), hourly.sel(valid_time=hours)
+        one_day.to_netcdf(part, engine="netcdf4", encoding=era5.netcdf_encoding(one_day))
+        upload(part, bucket, key, {**provenance, "request-hash": day_hash,
+                                   "date": day.isoformat()})
+        part.unlink()
+
+
+def _stored(bucket: str, ingest: Ingest) -> list[dict] | None:
+    """The HeadObject answers of the block's days when every one holds its request (else None)."""
+    heads = [_existing(bucket, key) for key in ingest.keys]
+    if all(head and head["Metadata"].get("request-hash") == day_hash
+           for head, day_hash in zip(heads, ingest.day_hashes)):
+        return heads
+    return None
+
+
 def _result(status: str, bucket: str, ingest: Ingest, size: int, **extra) -> dict:
-    return {"status": status, "bucket": bucket, "key": ingest.key, "bytes": size,
-            "request_hash": ingest.request_hash, "date": ingest.day.isoformat(),
-            "dataset": ingest.dataset, **extra}
+    return {"status": status, "bucket": bucket, "key": ingest.key, "keys": ingest.keys,
+            "bytes": size, "request_hash": ingest.request_hash, "date": ingest.day.isoformat(),
+            "dates": [day.isoformat() for day in ingest.days], "dataset": ingest.dataset,
+            **extra}
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def handler(event: Any, context: Any) -> dict:
-    """Store one day of ERA5 in s3://$INPUT_BUCKET/raw/…, unless that same request is there."""
+    """Store the days of ERA5 in s3://$INPUT_BUCKET/raw/…, unless that same request is there;
+    "queued" when the CDS job is still pending as the Lambda's time runs out."""
     ingest = parse_event(event)
     bucket = os.environ["INPUT_BUCKET"]
-    logger.append_keys(date=ingest.day.isoformat(), dataset=ingest.dataset)
-    head = _existing(bucket, ingest.key)
-    if head and head["Metadata"].get("request-hash") == ingest.request_hash and not ingest.force:
-        metrics.add_metric(name="SkippedExisting", unit=MetricUnit.Count, value=1)
+    logger.append_keys(date=ingest.day.isoformat(), days=len(ingest.days), dataset=ingest.dataset)
+    heads = None if ingest.force else _stored(bucket, ingest)
+    if heads:
+        metrics.add_metric(name="SkippedExisting", unit=MetricUnit.Count, value=len(heads))
         logger.info("already stored; skipped", extra={"key": ingest.key})
-        return _result("skipped", bucket, ingest, head["ContentLength"],
-                       cds_job_id=head["Metadata"].get("cds-job-id"))
+        return _result("skipped", bucket, ingest, sum(h["ContentLength"] for h in heads),
+                       cds_job_id=heads[0]["Metadata"].get("cds-job-id"))
     deadline = _deadline(context)
     root = os.environ.get("PICSEL_TMP", "/tmp")
     with tempfile.TemporaryDirectory(dir=root, prefix="picsel-ingest-") as tmp:
         target = Path(tmp) / "download"
         started = time.monotonic()
-        job_id = download(ingest, target, deadline)
+        try:
+            job_id = download(ingest, bucket, target, deadline)
+        except CdsJobPending as pending:
+            job_id, cds_status = pending.args
+            metrics.add_metric(name="QueuedAtCds", unit=MetricUnit.Count, value=1)
+            logger.info("CDS job still pending; its id is kept", extra={"cds_job_id": job_id})
+            return _result("queued", bucket, ingest, 0, cds_job_id=job_id,
+                           cds_status=cds_status, job_key=ingest.job_key)
         seconds = time.monotonic() - started
         size = target.stat().st_size
         check_download(target, ingest)
-        upload(target, bucket, ingest, job_id)
+        store_days(target, bucket, ingest, job_id)
     metrics.add_metric(name="BytesDownloaded", unit=MetricUnit.Bytes, value=size)
     metrics.add_metric(name="DownloadSeconds", unit=MetricUnit.Seconds, value=seconds)
-    logger.info("stored", extra={"key": ingest.key, "bytes": size, "cds_job_id": job_id})
+    logger.info("stored", extra={"key": ingest.key, "days": len(ingest.days), "bytes": size,
+                                 "cds_job_id": job_id})
     return _result("stored", bucket, ingest, size, cds_job_id=job_id,
                    download_seconds=round(seconds, 3))

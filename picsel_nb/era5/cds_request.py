@@ -219,6 +219,23 @@ def request_dates(request: dict[str, Any]) -> list[date]:
     return sorted(dates)
 
 
+def request_blocks(start: date, end: date) -> list[tuple[date, date]]:
+    """The days ``start``..``end`` as CDS request units: per calendar month one block up to the
+    month's last day but one (its request, closed by the next day for precipitation, is exactly
+    that month's year × month × day product), then the month's last day alone (its request
+    reaches into the next month)."""
+    blocks, first = [], start
+    while first <= end:
+        month_end = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        last = min(end, month_end - timedelta(days=1))
+        if last >= first:
+            blocks.append((first, last))
+        if end >= month_end:
+            blocks.append((month_end, month_end))
+        first = month_end + timedelta(days=1)
+    return blocks
+
+
 def request_hash(dataset: str, request: dict[str, Any]) -> str:
     """A stable sha256 (hex) of the dataset and request, as canonical JSON (sorted keys)."""
     text = json.dumps({"dataset": dataset, "request": request}, sort_keys=True,

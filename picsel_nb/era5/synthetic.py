@@ -279,7 +279,12 @@ def _split(ds: xr.Dataset, name: str, kind: str) -> xr.Dataset:
 
 
 def _netcdf_bytes(ds: xr.Dataset) -> bytes:
-    """NetCDF4 as the CDS writes it: zlib level 1, float32, NaN fill, int64 seconds since 1970."""
+    """NetCDF4 as the CDS writes it, in memory (h5netcdf: netcdf4 stamps the time)."""
+    return bytes(ds.to_netcdf(engine="h5netcdf", encoding=netcdf_encoding(ds)))
+
+
+def netcdf_encoding(ds: xr.Dataset) -> dict:
+    """The CDS's NetCDF4 encoding: zlib level 1, float32, NaN fill, int64 seconds since 1970."""
     per_step = ds.sizes["latitude"] * ds.sizes["longitude"]
     chunks = (min(ds.sizes["valid_time"], max(1, 4_000_000 // per_step)),
               ds.sizes["latitude"], ds.sizes["longitude"])
@@ -287,7 +292,7 @@ def _netcdf_bytes(ds: xr.Dataset) -> bytes:
     encoding["valid_time"] = {"dtype": "int64", "units": "seconds since 1970-01-01",
                               "calendar": "proleptic_gregorian"}
     encoding["latitude"] = encoding["longitude"] = {"_FillValue": np.nan}
-    return bytes(ds.to_netcdf(engine="h5netcdf", encoding=encoding))  # netcdf4 stamps the time
+    return encoding
 
 
 def _zip_bytes(files: dict[str, bytes]) -> bytes:

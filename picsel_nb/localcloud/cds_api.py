@@ -15,8 +15,9 @@ Paths (under the prefix):
 - ``download/{file}`` (GET, HEAD; HTTP Range): the results' ``href``, no token needed.
 - ``admin/tokens`` (POST ``{"accept_licences": bool, "faults": {...}}`` → ``{"token", "url"}``)
   and ``admin/tokens/{token}`` (DELETE): not part of the CDS; how tests and notebooks get keys.
-  Faults (see ``cds_jobs.Faults``): ``job_seconds``, ``job_error``, ``truncate_bytes``,
-  ``server_errors`` (a list of statuses answered, one per authenticated API call).
+  Faults (see ``cds_jobs.Faults``): ``queue_seconds``, ``job_seconds``, ``job_error``,
+  ``truncate_bytes``, ``server_errors`` (a list of statuses answered, one per authenticated API
+  call).
 
 Errors are JSON problems ``{"type", "title", "status", "detail", "instance"}`` as the CDS sends.
 """

@@ -1,8 +1,9 @@
 """State of the loopback CDS: tokens, jobs, the cache of produced files and injected faults.
 
 Jobs follow the CDS lifecycle accepted → running → successful | failed. A job's file is made the
-first time the job is looked at after its delay (none unless a fault adds one), so by default the
-client's first poll already sees ``successful`` and no client sleeps. Files are cached by request
+first time the job is looked at after its delays (none unless a fault adds them: ``queue_seconds``
+in the queue as ``accepted``, then ``job_seconds`` as ``running``), so by default the client's
+first poll already sees ``successful`` and no client sleeps. Files are cached by request
 hash, as the CDS caches identical requests.
 """
 
@@ -37,7 +38,8 @@ class LicenceError(PermissionError):
 class Faults:
     """Misbehaviour injected for one token, so tests can watch how clients cope."""
 
-    job_seconds: float = 0.0  # the job stays accepted/running this long
+    queue_seconds: float = 0.0  # the job waits in the CDS queue (accepted) this long
+    job_seconds: float = 0.0  # then stays running this long
     job_error: str | None = None  # the job ends `failed` with this message
     truncate_bytes: int = 0  # downloads serve this many bytes fewer than the results announce
     server_errors: list[int] = field(default_factory=list)  # next API calls answer these, one each
@@ -59,6 +61,7 @@ def _count(value: object) -> bool:
 
 
 _FAULT_RULES = {  # fault -> (check, what is accepted)
+    "queue_seconds": (_count, "a number of seconds >= 0"),
     "job_seconds": (_count, "a number of seconds >= 0"),
     "job_error": (lambda v: v is None or (isinstance(v, str) and v != ""), "a non-empty message"),
     "truncate_bytes": (lambda v: _count(v) and isinstance(v, int), "an integer >= 0"),
@@ -90,6 +93,7 @@ class Job:
     request: dict
     token: str
     faults: Faults
+    running_at: float  # time.monotonic() from which the job leaves the queue
     ready_at: float  # time.monotonic() from which the job may finish
     created: datetime = field(default_factory=lambda: _now())
     status: str = "accepted"
@@ -160,7 +164,8 @@ class CdsStore:
         validated = era5.validate_request(dataset, request)
         faults = account.faults
         job = Job(id=str(uuid.uuid4()), dataset=dataset, request=validated, token=account.token,
-                  faults=faults, ready_at=time.monotonic() + faults.job_seconds)
+                  faults=faults, running_at=time.monotonic() + faults.queue_seconds,
+                  ready_at=time.monotonic() + faults.queue_seconds + faults.job_seconds)
         with self._lock:
             self._jobs[job.id] = job
         return job
@@ -200,7 +205,10 @@ class CdsStore:
     def _advance(self, job: Job) -> None:
         if job.status not in ("accepted", "running"):
             return
-        if time.monotonic() < job.ready_at:
+        now = time.monotonic()
+        if now < job.running_at:
+            return  # still queued
+        if now < job.ready_at:
             if job.status == "accepted":
                 job.status, job.started = "running", _now()
             return

@@ -1,10 +1,11 @@
-"""Glue jobs that run: ``StartJobRun`` executes the job's script from S3 in a local Python process.
+"""Glue jobs that run: ``StartJobRun`` executes the job's script from S3, on Spark or as Python.
 
 moto stores jobs (CreateJob, GetJob, BatchGetJobs pass through to it) but its runs report
 SUCCEEDED without running anything, and it lacks UpdateJob (answered here: the JobUpdate
 definition replaces moto's stored job, as on Glue). Here a run downloads
-``Command.ScriptLocation`` from the embedded S3, runs it with this interpreter as a Python shell
-job would run, with the job's ``DefaultArguments`` overlaid by the run's ``Arguments`` (then
+``Command.ScriptLocation`` from the embedded S3 and runs it: a ``glueetl`` job with
+``spark-submit`` on a local Apache Spark (``glue_spark``), a ``pythonshell`` job with this
+interpreter, with the job's ``DefaultArguments`` overlaid by the run's ``Arguments`` (then
 ``NonOverridableArguments``) as ``--key value`` argv plus Glue's own ``--JOB_ID``/``--JOB_RUN_ID``/
 ``--JOB_NAME``, and reports the real state: STARTING → RUNNING → SUCCEEDED | FAILED | TIMEOUT |
 STOPPED.
@@ -14,8 +15,9 @@ Local stand-ins, documented in the README's "local vs AWS" table:
 - ``--extra-py-files`` and S3 wheels in ``--additional-python-modules`` are downloaded and put on
   ``PYTHONPATH``; a package *name* there is accepted only when already installed in this venv
   (the venv stands in for Glue's preinstalled libraries; nothing is pip-installed).
-- stdout/stderr stream line by line to ``/aws-glue/jobs/output`` and ``/aws-glue/jobs/error``,
-  stream = run id, as Glue writes them.
+- Logs stream line by line, stream = run id, as Glue writes them: a Spark job's stdout and stderr
+  to ``/aws-glue/jobs/output`` and Spark's log4j lines to ``/aws-glue/jobs/error`` (Glue 5.0's
+  layout); a Python shell job's stdout to the first, its stderr to the second.
 - Each finished run emits ``Glue``/``JobRunsSucceeded`` or ``JobRunsFailed`` (FAILED or TIMEOUT),
   dimension ``JobName``, value 1: a local convenience metric for alarms. On AWS one alarms on
   EventBridge "Glue Job State Change" events or on the job's ``glue.driver.*`` metrics instead.
@@ -29,6 +31,7 @@ import hashlib
 import inspect
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -51,7 +54,7 @@ from moto.glue.models import FakeJob
 from moto.s3.exceptions import MissingBucket
 from packaging.requirements import InvalidRequirement, Requirement
 
-from picsel_nb.localcloud import authorization, backends, role_sessions
+from picsel_nb.localcloud import authorization, backends, glue_spark, role_sessions
 from picsel_nb.localcloud.router import AwsRequest, AwsResponse, Router
 
 RUNTIME_PATH = Path(__file__).with_name("glue_runtime")
@@ -63,6 +66,7 @@ GLUE_SESSION_NAME = "GlueJobRunnerSession"  # the session name Glue gives job ru
 DEFAULT_TIMEOUT_MINUTES = 2880  # Glue's default job timeout (48 h)
 ACTIVE_STATES = ("STARTING", "RUNNING", "STOPPING", "WAITING")
 FAILURE_STATES = ("FAILED", "TIMEOUT")
+SPARK_COMMAND = "glueetl"
 
 _runs: dict[str, JobRun] = {}
 _lock = threading.RLock()  # guards _runs and every run's mutable fields
@@ -122,6 +126,7 @@ class JobRun:
     arguments: dict[str, str]  # the run's own Arguments (what AWS reports)
     resolved: dict[str, str]  # DefaultArguments < Arguments < NonOverridableArguments
     script_location: str | None
+    command_name: str  # glueetl (Spark) | pythonshell | …
     role: str  # the job's Role (name or ARN): the script runs as a session of it
     timeout: int  # minutes
     max_retries: int
@@ -254,6 +259,7 @@ def _new_run(job, region: str, endpoint: str, params: dict, previous: JobRun | N
         arguments=arguments,
         resolved=resolved,
         script_location=resolved.get("--scriptLocation") or (job.command or {}).get("ScriptLocation"),
+        command_name=(job.command or {}).get("Name") or SPARK_COMMAND,
         role=job.role,
         timeout=params.get("Timeout") or job.timeout or DEFAULT_TIMEOUT_MINUTES,
         max_retries=job.max_retries or 0,
@@ -276,12 +282,14 @@ def _execute(run: JobRun) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"{run.id[:11]}-"))
     try:
         script, pythonpath = _prepare(run, workdir)
-        process = _spawn(run, script, pythonpath, workdir)
+        launch = _spark_launch(run, script, workdir) if run.command_name == SPARK_COMMAND else \
+            _Launch([sys.executable, str(script), *_argv(run)], {}, None)
+        process = _spawn(run, launch, pythonpath, workdir)
         if process is None:
             _finish(run, "STOPPED")
         else:
-            _finish(run, *_supervise(run, process))
-    except JobSetupError as exc:
+            _finish(run, *_supervise(run, process, launch.log_pipe))
+    except (JobSetupError, glue_spark.SparkUnavailable) as exc:
         _finish(run, "FAILED", str(exc))
     except Exception as exc:  # noqa: BLE001 — the run must end, never hang in RUNNING
         _finish(run, "FAILED", f"Internal error of the embedded cloud: {exc!r}")
@@ -354,7 +362,27 @@ def _require_installed(spec: str) -> None:
         )
 
 
-def _spawn(run: JobRun, script: Path, pythonpath: list[str], workdir: Path):
+@dataclass
+class _Launch:
+    """How a run's process starts: its command, what it adds to the environment, and (Spark) the
+    pipe that log4j writes to, as (read end, write end)."""
+
+    command: list[str]
+    env: dict[str, str]
+    log_pipe: tuple[int, int] | None
+
+
+def _spark_launch(run: JobRun, script: Path, workdir: Path) -> _Launch:
+    """spark-submit of the script on ``local[N]``; SparkUnavailable before anything starts."""
+    env = glue_spark.environment(workdir)
+    read_end, write_end = os.pipe()
+    slots = glue_spark.task_slots(run.worker_type, run.number_of_workers)
+    command = glue_spark.submit_command(script, _argv(run), name=run.job_name, slots=slots,
+                                        workdir=workdir, log_fd=write_end)
+    return _Launch(command, env, (read_end, write_end))
+
+
+def _spawn(run: JobRun, launch: _Launch, pythonpath: list[str], workdir: Path):
     """Start the script as Glue would (argv, environment); None when stopped before starting.
 
     The environment is allow-listed: nothing of the host's (a real ``CDSAPI_KEY``, AWS
@@ -369,16 +397,21 @@ def _spawn(run: JobRun, script: Path, pythonpath: list[str], workdir: Path):
         "AWS_ENDPOINT_URL": run.endpoint, "AWS_REGION": run.region,
         "AWS_DEFAULT_REGION": run.region, "AWS_EC2_METADATA_DISABLED": "true",
         "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(pythonpath),
+        "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(pythonpath), **launch.env,
     })
+    keep = launch.log_pipe[1:] if launch.log_pipe else ()
     with _lock:
         if run.stop_requested:
+            for fd in launch.log_pipe or ():
+                os.close(fd)
             return None
         run.process = subprocess.Popen(
-            [sys.executable, str(script), *_argv(run)], cwd=workdir, env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            launch.command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=keep,
             start_new_session=True,
         )
+        for fd in keep:  # only the child writes to the log pipe: EOF when Spark exits
+            os.close(fd)
         run.running_since = time.monotonic()
         run.set_state("RUNNING")
         return run.process
@@ -393,13 +426,21 @@ def _argv(run: JobRun) -> list[str]:
     return [part for pair in args.items() for part in pair]
 
 
-def _supervise(run: JobRun, process: subprocess.Popen) -> tuple[str, str | None]:
-    """Stream the output to CloudWatch Logs until the process ends or times out; the outcome."""
-    stderr_tail: deque[str] = deque(maxlen=20)
-    pumps = [
-        threading.Thread(target=_pump, args=(process.stdout, run, OUTPUT_LOG_GROUP, None)),
-        threading.Thread(target=_pump, args=(process.stderr, run, ERROR_LOG_GROUP, stderr_tail)),
-    ]
+def _supervise(run: JobRun, process: subprocess.Popen,
+               log_pipe: tuple[int, int] | None) -> tuple[str, str | None]:
+    """Stream the output to CloudWatch Logs until the process ends or times out; the outcome.
+
+    With a log pipe (Spark) the script's stderr goes to the output group beside its stdout and
+    the pipe's log4j lines to the error group, as in Glue 5.0. Spark merges the script's stderr
+    into its stdout, so there the error is looked for in both.
+    """
+    stderr_tail: deque[str] = deque(maxlen=200)
+    streams = [(process.stdout, OUTPUT_LOG_GROUP, stderr_tail if log_pipe else None),
+               (process.stderr, OUTPUT_LOG_GROUP if log_pipe else ERROR_LOG_GROUP, stderr_tail)]
+    if log_pipe:
+        streams.append((os.fdopen(log_pipe[0], "rb"), ERROR_LOG_GROUP, None))
+    pumps = [threading.Thread(target=_pump, args=(stream, run, group, tail))
+             for stream, group, tail in streams]
     for pump in pumps:
         pump.start()
     limit = run.timeout * float(os.environ.get("PICSEL_GLUE_MINUTE_SECONDS", "60"))
@@ -417,7 +458,17 @@ def _supervise(run: JobRun, process: subprocess.Popen) -> tuple[str, str | None]
         return "TIMEOUT", f"Job run timed out after {run.timeout} minutes (the job's Timeout)"
     if code == 0:
         return "SUCCEEDED", None
-    return "FAILED", stderr_tail[-1] if stderr_tail else f"Command failed with exit code {code}"
+    return "FAILED", _error_line(stderr_tail) or f"Command failed with exit code {code}"
+
+
+_EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Failed)(: |$)")
+
+
+def _error_line(tail: deque[str]) -> str | None:
+    """The run's ErrorMessage: the last line naming an exception (a Python traceback's last line,
+    also when Spark wraps it in a Java stack trace), else the last line written."""
+    return next((line for line in reversed(tail) if _EXCEPTION_LINE.match(line)),
+                tail[-1] if tail else None)
 
 
 def _pump(stream, run: JobRun, group: str, tail: deque | None) -> None:

@@ -289,9 +289,20 @@ INVOKE_CONFIG = Config(read_timeout=960, retries={"total_max_attempts": 1})
 def invoke_day(stack: Stack, day: str | date, **event: Any) -> DayResult:
     """Invoke the function once (RequestResponse) for `day`; extra event fields pass through."""
     day = parse_date(day)
+    return _invoke(stack, day, {"date": day.isoformat(), **event})
+
+
+def invoke_block(stack: Stack, first: date, last: date) -> DayResult:
+    """Invoke the function once for the days `first`..`last` as one CDS request (a block of
+    ``era5.request_blocks``); the result carries the first day."""
+    return _invoke(stack, first, {"start": first.isoformat(), "end": last.isoformat()})
+
+
+def _invoke(stack: Stack, day: date, event: dict) -> DayResult:
+    """One RequestResponse invocation with `event`; a payload that is no object is wrapped."""
     answer = stack.client("lambda", INVOKE_CONFIG).invoke(
         FunctionName=stack.names.lambda_function, InvocationType="RequestResponse",
-        Payload=json.dumps({"date": day.isoformat(), **event}).encode())
+        Payload=json.dumps(event).encode())
     payload = json.loads(answer["Payload"].read() or b"null")
     return DayResult(day, payload if isinstance(payload, dict) else {"result": payload},
                      answer.get("FunctionError"))
