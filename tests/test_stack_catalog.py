@@ -22,7 +22,8 @@ from tests.cloud_fixtures import cloud  # noqa: F401
 DAYS = [date(2023, 9, 1), date(2023, 9, 2), date(2023, 9, 3)]
 EXPECTED_COLUMNS = [("band", "bigint"), ("lower", "double"), ("upper", "double"),
                     ("label", "string"), ("colour", "string"), ("units", "string"),
-                    ("area_km2", "double"), ("geometry", "string")]
+                    ("area_km2", "double"), ("west", "double"), ("south", "double"),
+                    ("east", "double"), ("north", "double"), ("geometry", "string")]
 
 
 def square(west: float, south: float, size: float) -> dict:
@@ -35,7 +36,8 @@ def square(west: float, south: float, size: float) -> dict:
 def bands(variable: str) -> dict:
     """A small bands FeatureCollection shaped like the contours module's."""
     units = "degC" if variable == "t2m" else "mm"
-    features = [{"type": "Feature", "geometry": square(-50 + i, -15, 1), "properties": {
+    features = [{"type": "Feature", "bbox": [-50.0 + i, -15.0, -49.0 + i, -14.0],
+                 "geometry": square(-50 + i, -15, 1), "properties": {
         "variable": variable, "units": units, "lower": float(i), "upper": float(i + 1),
         "label": f"{i}–{i + 1} {units}", "fill": f"#0000{i:02x}"}} for i in range(3)]
     return {"type": "FeatureCollection", "features": features}
