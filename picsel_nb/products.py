@@ -20,9 +20,8 @@ from __future__ import annotations
 import re
 from datetime import date, timedelta
 
-import numpy as np
 import orjson
-import shapely
+from pyproj import Geod
 from shapely.geometry import shape
 
 from picsel_nb.era5 import VARIABLES, parse_date
@@ -40,10 +39,11 @@ _KEY = re.compile(r"products/(?P<kind>geojson|isolines|png)/(?P<variable>\w+)/"
                   r"|catalog/contours/variable=(?P<cvariable>\w+)/date=(?P<cdate>\d{4}-\d{2}-\d{2})"
                   r"/part-0000\.json")
 ALL_NEW = "all-new"
-# Catalog columns, in order; each row is one band. Area: km² on the authalic sphere, computed
-# exactly in Lambert's cylindrical equal-area projection (x = R·lon, y = R·sin lat, in radians).
-CATALOG_COLUMNS = ("band", "lower", "upper", "label", "colour", "units", "area_km2", "geometry")
-AUTHALIC_RADIUS_KM = 6371.0072  # the sphere with the WGS84 ellipsoid's surface area
+# Catalog columns, in order; each row is one band. Its area is geodesic, in km² on the WGS84
+# ellipsoid; west..north is the feature's bbox (lon/lat degrees).
+CATALOG_COLUMNS = ("band", "lower", "upper", "label", "colour", "units", "area_km2", "west",
+                   "south", "east", "north", "geometry")
+WGS84 = Geod(ellps="WGS84")
 
 
 def key(kind: str, variable: str, day: date) -> str:
@@ -93,20 +93,16 @@ def days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=n) for n in range((end - start).days + 1)]
 
 
-def _equal_area(coords: np.ndarray) -> np.ndarray:
-    """lon/lat degrees → Lambert cylindrical equal-area km on the authalic sphere."""
-    radians = np.radians(coords)
-    return AUTHALIC_RADIUS_KM * np.column_stack((radians[:, 0], np.sin(radians[:, 1])))
-
-
-def area_km2(geometry: dict) -> float:
-    """The area (km²) of a GeoJSON polygon or multipolygon in lon/lat, on the authalic sphere."""
-    return float(shapely.transform(shape(geometry), _equal_area).area)
+def area_km2(geometry: dict, geod: Geod = WGS84) -> float:
+    """The geodesic area (km²) of a GeoJSON polygon or multipolygon in lon/lat on ``geod``."""
+    area, _ = geod.geometry_area_perimeter(shape(geometry))
+    return abs(area) / 1e6
 
 
 def catalog_rows(bands: dict) -> list[dict]:
-    """One flat row per band of a bands FeatureCollection (columns CATALOG_COLUMNS); the geometry
-    as a GeoJSON string (Athena: ``from_geojson_geometry(geometry)``)."""
+    """One flat row per band of a bands FeatureCollection (columns CATALOG_COLUMNS; variable and
+    date are the partition keys); the geometry as a GeoJSON string (Athena:
+    ``from_geojson_geometry(geometry)``)."""
     rows = []
     for index, feature in enumerate(bands["features"]):
         props = feature["properties"]
@@ -114,6 +110,7 @@ def catalog_rows(bands: dict) -> list[dict]:
             "band": index, "lower": props["lower"], "upper": props["upper"],
             "label": props["label"], "colour": props["fill"], "units": props["units"],
             "area_km2": round(area_km2(feature["geometry"]), 1),
+            **dict(zip(("west", "south", "east", "north"), feature["bbox"], strict=True)),
             "geometry": orjson.dumps(feature["geometry"]).decode(),
         })
     return rows

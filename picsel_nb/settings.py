@@ -62,6 +62,7 @@ class Settings:
             crawler_role=f"{p}-contours-crawler-role",
             database=f"{p.replace('-', '_')}_contours",
             trail=f"{p}-trail",
+            workgroup=f"{p}-contours",
         )
 
 
@@ -81,6 +82,7 @@ class ResourceNames:
     crawler_role: str
     database: str
     trail: str
+    workgroup: str
 
 
 def _repo_root() -> Path | None:

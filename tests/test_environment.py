@@ -12,7 +12,8 @@ from packaging.specifiers import SpecifierSet
 from tests.conftest import REPO
 
 # PyPI name -> conda-forge name, where they differ.
-CONDA_NAMES = {"netcdf4": "netcdf4", "eccodes": "python-eccodes", "matplotlib": "matplotlib-base"}
+CONDA_NAMES = {"netcdf4": "netcdf4", "eccodes": "python-eccodes", "matplotlib": "matplotlib-base",
+               "duckdb": "python-duckdb"}
 SELF = "picsel-nb"
 
 

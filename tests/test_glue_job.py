@@ -190,6 +190,7 @@ def test_catalog_rows_are_flat_and_match_the_bands(published):
             assert isinstance(row["geometry"], str)
             assert shape(json.loads(row["geometry"])).equals(shape(band["geometry"]))
             assert row["area_km2"] > 0
+            assert [row[k] for k in ("west", "south", "east", "north")] == band["bbox"]
 
 
 def test_band_areas_add_up_to_the_land_area_of_the_grid(published):

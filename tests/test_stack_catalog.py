@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 
 from picsel_nb import products
 from picsel_nb.settings import LOCAL_ACCOUNT_ID, get_settings
-from picsel_nb.stack import buckets, catalog
+from picsel_nb.stack import athena, buckets, catalog
 from picsel_nb.stack.context import Stack
 from picsel_nb.stack.waiters import DeadlineError, wait_for_crawler
 from tests.cloud_fixtures import cloud  # noqa: F401
@@ -22,7 +22,8 @@ from tests.cloud_fixtures import cloud  # noqa: F401
 DAYS = [date(2023, 9, 1), date(2023, 9, 2), date(2023, 9, 3)]
 EXPECTED_COLUMNS = [("band", "bigint"), ("lower", "double"), ("upper", "double"),
                     ("label", "string"), ("colour", "string"), ("units", "string"),
-                    ("area_km2", "double"), ("geometry", "string")]
+                    ("area_km2", "double"), ("west", "double"), ("south", "double"),
+                    ("east", "double"), ("north", "double"), ("geometry", "string")]
 
 
 def square(west: float, south: float, size: float) -> dict:
@@ -35,7 +36,8 @@ def square(west: float, south: float, size: float) -> dict:
 def bands(variable: str) -> dict:
     """A small bands FeatureCollection shaped like the contours module's."""
     units = "degC" if variable == "t2m" else "mm"
-    features = [{"type": "Feature", "geometry": square(-50 + i, -15, 1), "properties": {
+    features = [{"type": "Feature", "bbox": [-50.0 + i, -15.0, -49.0 + i, -14.0],
+                 "geometry": square(-50 + i, -15, 1), "properties": {
         "variable": variable, "units": units, "lower": float(i), "upper": float(i + 1),
         "label": f"{i}–{i + 1} {units}", "fill": f"#0000{i:02x}"}} for i in range(3)]
     return {"type": "FeatureCollection", "features": features}
@@ -156,3 +158,25 @@ def test_delete_crawler_and_database_say_whether_they_existed(stack):
     assert catalog.delete_database(stack) is False
     with pytest.raises(ClientError, match="EntityNotFoundException"):
         catalog.run_crawler(stack, deadline_s=5, delay_s=0.1)
+
+
+def test_athena_answers_the_notebook_questions_from_the_crawled_table(stack):
+    catalog.ensure_crawler(stack)
+    assert catalog.run_crawler(stack, deadline_s=120, delay_s=0.2)["status"] == "SUCCEEDED"
+    buckets.ensure_input_bucket(stack)
+    group = athena.ensure_workgroup(stack)
+    assert athena.ensure_workgroup(stack) == group  # idempotent
+    assert group["Configuration"]["ResultConfiguration"]["OutputLocation"] == (
+        f"s3://{stack.names.input_bucket}/athena-results/")
+    rows = products.catalog_rows(bands("tp"))
+    wet = athena.wet_days(stack, threshold_mm=1)
+    assert wet["date"].tolist() == [d.isoformat() for d in DAYS]
+    assert wet["area_km2"].tolist() == pytest.approx(
+        [sum(r["area_km2"] for r in rows if r["lower"] >= 1)] * 3)
+    assert wet["bands"].tolist() == [2, 2, 2]
+    warmest = athena.warmest_bands(stack)
+    assert warmest["lower"].tolist() == [2.0, 2.0, 2.0]
+    one = athena.day_bands(stack, "t2m", "2023-09-02")
+    assert one["band"].tolist() == [0, 1, 2] and one["west"].tolist() == [-50.0, -49.0, -48.0]
+    assert athena.delete_workgroup(stack) and not athena.delete_workgroup(stack)
+    buckets.delete_bucket(stack, stack.names.input_bucket)

@@ -7,7 +7,17 @@ import dataclasses
 import pytest
 
 from picsel_nb.settings import get_settings
-from picsel_nb.stack import buckets, catalog, function, monitoring, roles, secret, teardown, trail
+from picsel_nb.stack import (
+    athena,
+    buckets,
+    catalog,
+    function,
+    monitoring,
+    roles,
+    secret,
+    teardown,
+    trail,
+)
 from picsel_nb.stack.context import Stack, get_stack
 from picsel_nb.stack.waiters import wait_for_job_run
 from tests.cloud_fixtures import cloud, zip_files  # noqa: F401
@@ -44,6 +54,7 @@ def provision(cloud, stack: Stack) -> None:  # noqa: F811
     wait_for_job_run(glue, names.glue_job, run_id, 60, 0.5)
     catalog.ensure_crawler(stack)
     catalog.run_crawler(stack, 60, 0.5)
+    athena.ensure_workgroup(stack)
     lam.invoke(FunctionName=names.lambda_function, Payload=b"{}")
     monitoring.ensure_log_groups(stack)
     monitoring.ensure_alarms(stack)
@@ -68,6 +79,7 @@ def test_leftovers_lists_every_kind_the_walkthrough_creates(stack):
         "trails": ["tdn-trail"],
         "alarms": ["tdn-era5-contours-failures", "tdn-era5-ingest-errors"],
         "dashboards": ["tdn-pipeline"],
+        "workgroups": ["tdn-contours"],
         "crawlers": ["tdn-contours-crawler"],
         "databases": ["tdn_contours"],
         "jobs": ["tdn-era5-contours"],
@@ -86,6 +98,7 @@ def test_teardown_leaves_nothing_and_can_run_again(stack):
 
     assert deleted["trail"] == ["tdn-trail"] and deleted["trail bucket"] == [
         stack.names.trail_bucket]
+    assert deleted["workgroup"] == ["tdn-contours"]
     assert deleted["roles"] == ["tdn-era5-ingest-role", "tdn-era5-contours-role",
                                 "tdn-contours-crawler-role"]
     assert "/aws/lambda/tdn-era5-ingest" in deleted["logs"]

@@ -6,6 +6,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 
 from picsel_nb.localcloud import (
     alarms,
+    athena,
     auth,
     authorization,
     cds_api,
@@ -20,7 +21,7 @@ from picsel_nb.localcloud.router import Router
 
 # Authentication's own answers first, then authorization, which must see every request before
 # any executor acts on it.
-EXECUTORS = (auth, authorization, s3_access, cloudtrail, alarms, lambda_exec, glue_jobs,
+EXECUTORS = (auth, authorization, athena, s3_access, cloudtrail, alarms, lambda_exec, glue_jobs,
              crawlers, cds_api)
 
 

@@ -13,7 +13,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from picsel_nb.stack import buckets, catalog, function, job, monitoring, roles, secret, trail
+from picsel_nb.stack import (
+    athena,
+    buckets,
+    catalog,
+    function,
+    job,
+    monitoring,
+    roles,
+    secret,
+    trail,
+)
 from picsel_nb.stack.context import Stack
 from picsel_nb.stack.errors import error_code
 
@@ -47,6 +57,7 @@ def teardown(stack: Stack, say: Callable[[str], None] = lambda _: None) -> dict[
         ("alarms", lambda: monitoring.delete_alarms(stack)),
         ("dashboard", lambda: _names(monitoring.delete_dashboard(stack),
                                      monitoring.dashboard_name(stack))),
+        ("workgroup", lambda: _names(athena.delete_workgroup(stack), names.workgroup)),
         ("crawler", lambda: _names(catalog.delete_crawler(stack), names.crawler)),
         ("database", lambda: _names(catalog.delete_database(stack), names.database)),
         ("job", lambda: _names(job.delete_job(stack), names.glue_job)),
@@ -92,6 +103,7 @@ def leftovers(stack: Stack) -> dict[str, list[str]]:
         "alarms": _listed(stack, "cloudwatch", "describe_alarms", "MetricAlarms", "AlarmName",
                           AlarmNamePrefix=f"{prefix}-"),
         "dashboards": monitoring.dashboards(stack),
+        "workgroups": _listed(stack, "athena", "list_work_groups", "WorkGroups", "Name"),
         "crawlers": _listed(stack, "glue", "get_crawlers", "Crawlers", "Name"),
         "databases": _listed(stack, "glue", "get_databases", "DatabaseList", "Name"),
         "jobs": _listed(stack, "glue", "get_jobs", "Jobs", "Name"),

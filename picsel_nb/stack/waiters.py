@@ -1,5 +1,5 @@
 """Waiters boto3 lacks: a Glue job run reaching a final state, a Glue crawler back to READY, a
-CloudWatch alarm reaching a state.
+CloudWatch alarm reaching a state, an Athena query finishing.
 
 Both are declared like botocore's own (a ``WaiterModel`` of acceptors on a Get* call), so waiting
 is boto3 polling with a delay and a bounded number of attempts, never a hand-written sleep loop.
@@ -32,6 +32,12 @@ WAITER_MODEL = WaiterModel({
             "operation": "GetCrawler", "delay": 5, "maxAttempts": 360,
             "acceptors": [{"matcher": "path", "argument": "Crawler.State", "expected": "READY",
                            "state": "success"}],
+        },
+        "QueryFinished": {
+            "operation": "GetQueryExecution", "delay": 1, "maxAttempts": 300,
+            "acceptors": [{"matcher": "path", "argument": "QueryExecution.Status.State",
+                           "expected": state, "state": "success"}
+                          for state in ("SUCCEEDED", "FAILED", "CANCELLED")],
         },
         **{f"Alarm{state}": {
             "operation": "DescribeAlarms", "delay": 5, "maxAttempts": 60,
@@ -94,3 +100,14 @@ def wait_for_alarm_state(cloudwatch: Any, name: str, state: str, deadline_s: flo
         return f"alarm {name} is still {alarms[0].get('StateValue', 'missing')}, not {state},"
 
     _wait(cloudwatch, f"Alarm{state}", deadline_s, delay_s, describe, AlarmNames=[name])
+
+
+def wait_for_query(athena: Any, execution_id: str, deadline_s: float,
+                   delay_s: float = 0.2) -> dict:
+    """The Athena QueryExecution once it has reached a final state; DeadlineError otherwise."""
+    def describe(last: dict) -> str:
+        state = last.get("QueryExecution", {}).get("Status", {}).get("State", "unknown")
+        return f"Athena query {execution_id} is still {state}"
+
+    _wait(athena, "QueryFinished", deadline_s, delay_s, describe, QueryExecutionId=execution_id)
+    return athena.get_query_execution(QueryExecutionId=execution_id)["QueryExecution"]
