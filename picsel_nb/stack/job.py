@@ -44,7 +44,8 @@ TIMEOUT_MINUTES = 30
 # What the job imports beyond Glue 5.0's own packages (numpy 1.26, pandas 2.2, matplotlib 3.9,
 # certifi…): xarray wants packaging>=24.2 (Glue has 24.1) and the contours contourpy>=1.3 (Glue
 # has 1.2.1); netCDF4 (with cftime) reads the downloads; orjson and shapely write the products.
-GLUE_PACKAGES = ("xarray", "packaging", "netCDF4", "cftime", "contourpy", "orjson", "shapely")
+GLUE_PACKAGES = ("xarray", "packaging", "netCDF4", "cftime", "contourpy", "orjson", "shapely",
+                 "pyproj")
 LEVELS_DEFAULT = "default"
 DESCRIPTION = "picsel-nb: daily ERA5 fields -> contour bands, isolines, plots and catalog rows"
 
