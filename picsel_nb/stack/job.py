@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from datetime import date, datetime
+from datetime import date
 from importlib import metadata
 from pathlib import Path
 
@@ -229,25 +229,30 @@ def wait_run(stack: Stack, run_id: str, deadline_s: float = 1800, delay_s: float
                             delay_s)
 
 
-def products_written(stack: Stack, since: datetime, dates: str = products.ALL_NEW) -> list[str]:
-    """Product keys (public products and catalog rows) written at or after `since` for `dates`."""
+def product_versions(stack: Stack, dates: str = products.ALL_NEW) -> dict[str, tuple]:
+    """Every product key (public products and catalog rows) of `dates` with its ETag and time."""
     span = products.parse_dates(dates)
-    floor = since.replace(microsecond=0)  # S3 times have whole seconds
-    bucket = stack.names.output_bucket
-    found = []
+    versions = {}
     for prefix in (products.PRODUCTS_PREFIX, products.CATALOG_PREFIX):
-        for item in list_objects(stack, bucket, prefix):
+        for item in list_objects(stack, stack.names.output_bucket, prefix):
             parsed = products.parse_key(item["Key"])
-            if (parsed and item["LastModified"] >= floor
-                    and (span is None or span[0] <= parsed[2] <= span[1])):
-                found.append(item["Key"])
-    return sorted(found)
+            if parsed and (span is None or span[0] <= parsed[2] <= span[1]):
+                versions[item["Key"]] = (item["ETag"], item["LastModified"])
+    return versions
+
+
+def products_written(before: dict[str, tuple], after: dict[str, tuple]) -> list[str]:
+    """The keys new or rewritten between two ``product_versions`` listings. Comparing versions,
+    not times: S3's whole-second LastModified cannot tell a write just before a run from one by
+    it."""
+    return sorted(key for key, version in after.items() if before.get(key) != version)
 
 
 def run(stack: Stack, dates: str = products.ALL_NEW, redo: bool = False,
         deadline_s: float = 1800) -> dict:
     """Run the job for `dates` and wait: state, run id, duration, error, and the product keys that
     run wrote."""
+    before = product_versions(stack, dates)
     run_id = start_run(stack, dates, redo)
     job_run = wait_run(stack, run_id, deadline_s)
     started, completed = job_run["StartedOn"], job_run.get("CompletedOn")
@@ -255,7 +260,7 @@ def run(stack: Stack, dates: str = products.ALL_NEW, redo: bool = False,
         "state": job_run["JobRunState"], "run_id": run_id,
         "duration_s": (completed - started).total_seconds() if completed else None,
         "error": job_run.get("ErrorMessage"),
-        "products": products_written(stack, started, dates),
+        "products": products_written(before, product_versions(stack, dates)),
     }
 
 
