@@ -100,6 +100,18 @@ def load_job_module():
     return contours_job
 
 
+_clients: dict[int, object] = {}
+
+
+def pool_unit(unit):
+    """One unit in a pool worker, with that worker's own S3 client (as the job did before Spark);
+    the job's module is the parent's, inherited by the fork."""
+    contours_job = sys.modules["contours_job"]
+    if os.getpid() not in _clients:
+        _clients[os.getpid()] = contours_job.s3()
+    return contours_job.process_unit(unit, _clients[os.getpid()])
+
+
 def pool_run(stack: Stack, first: date, last: date) -> tuple[float, int]:
     """The job's units over two processes in this one: seconds, peak bytes."""
     contours_job = load_job_module()
@@ -111,7 +123,7 @@ def pool_run(stack: Stack, first: date, last: date) -> tuple[float, int]:
         began = time.perf_counter()
         units, _, _ = contours_job.plan(options)
         with ProcessPoolExecutor(2) as pool:
-            failed = [r for r in pool.map(contours_job.process_unit, units) if r.error]
+            failed = [r for r in pool.map(pool_unit, units) if r.error]
         seconds = time.perf_counter() - began
     assert not failed, failed[0].error
     return seconds, memory.peak

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date
@@ -37,6 +38,7 @@ from picsel_nb.contours.styles import check_levels
 OPTIONS = ("input_bucket", "output_bucket", "dataset", "dates", "redo", "t2m_levels",
            "tp_levels")
 _RAW_DAY = re.compile(r"(\d{4})/(\d{2})/(\d{2})\.nc")
+TASKS_PER_SLOT = 4
 
 
 class JobFailed(RuntimeError):
@@ -110,8 +112,8 @@ def parse_options(argv: list[str]) -> Options:
 
 
 def s3() -> Any:
-    """A new S3 client: one per unit task (a client can neither cross a fork nor travel with a
-    Spark task) and one for the driver's listings."""
+    """A new S3 client: one per Spark task (a client can neither cross a fork nor travel with a
+    task) and one for the driver's listings."""
     return boto3.client("s3")
 
 
@@ -216,11 +218,10 @@ def daily_field(unit: Unit, client: Any) -> Any:
     return fields[unit.variable].isel(date=0)  # the one day asked for
 
 
-def process_unit(unit: Unit) -> UnitResult:
+def process_unit(unit: Unit, client: Any) -> UnitResult:
     """Compute and write every product of one (day, variable); a failure is returned, never
     raised, so one bad unit does not stop the others."""
     result = UnitResult(unit.day, unit.variable)
-    client = s3()
     try:
         field_ = daily_field(unit, client)
         if field_ is None:
@@ -237,11 +238,21 @@ def process_unit(unit: Unit) -> UnitResult:
     return result
 
 
+def process_units(units: Iterable[Unit]) -> Iterator[UnitResult]:
+    """One Spark task's units, one after the other with one S3 client: memory holds one unit."""
+    client = s3()
+    for unit in units:
+        yield process_unit(unit, client)
+
+
 def run_units(units: list[Unit]) -> list[UnitResult]:
-    """Process the units as Spark tasks, one unit per task."""
+    """Process the units as Spark tasks, a few units per task (TASKS_PER_SLOT per task slot, so
+    a slow unit does not hold the others back, while each task's start-up is shared)."""
     if not units:
         return []
-    return SparkContext.getOrCreate().parallelize(units, len(units)).map(process_unit).collect()
+    context = SparkContext.getOrCreate()
+    tasks = min(len(units), TASKS_PER_SLOT * context.defaultParallelism)
+    return context.parallelize(units, tasks).mapPartitions(process_units).collect()
 
 
 def by_day(results: list[UnitResult]) -> list[DayResult]:
