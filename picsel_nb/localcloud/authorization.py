@@ -23,8 +23,8 @@ from email.policy import HTTP
 
 from moto.iam.models import Role, iam_backends
 
-from picsel_nb.localcloud import backends, s3_access
-from picsel_nb.localcloud.policy import Decision, Principal, decide, global_context
+from picsel_nb.localcloud import backends, role_sessions, s3_access
+from picsel_nb.localcloud.policy import Decision, Principal, arn_part, decide, global_context
 from picsel_nb.localcloud.router import (
     ACCOUNT_ID,
     SERVICE_MODELS,
@@ -66,9 +66,7 @@ class AccessDeniedException(Exception):
 
 def role_session(role_arn: str, session_name: str) -> Principal:
     """The principal of a session of ``role_arn`` (an ARN or a role name), as STS names it."""
-    if not role_arn.startswith("arn:"):
-        role = _role(role_arn)
-        role_arn = role.arn if role else f"arn:aws:iam::{ACCOUNT_ID}:role/{role_arn}"
+    role_arn = role_sessions.role_arn(role_arn)
     account = role_arn.split(":")[4]
     name = role_arn.rsplit("/", 1)[-1]
     return Principal(arn=f"arn:aws:sts::{account}:assumed-role/{name}/{session_name}",
@@ -79,7 +77,7 @@ def allowed(principal: Principal, action: str, resource: str,
             context: dict[str, object] | None = None) -> Decision:
     """AWS's decision for ``principal`` doing ``action`` on ``resource``: identity policies of
     the principal with the resource's own policy (``context``: extra condition keys)."""
-    keys = global_context(principal, "127.0.0.1", "AWS Internal", _arn_part(resource, 3))
+    keys = global_context(principal, "127.0.0.1", "AWS Internal", arn_part(resource, 3))
     keys |= context or {}
     return decide(principal, action, resource, keys, identity_policies(principal),
                   resource_policy(resource))
@@ -121,12 +119,12 @@ def identity_policies(principal: Principal) -> list[dict]:
 
 def resource_policy(resource: str) -> dict | None:
     """The policy attached to the resource an ARN names (bucket, secret, function), if any."""
-    service = _arn_part(resource, 2)
+    service = arn_part(resource, 2)
     if service == "s3":
         bucket = s3_access.find_bucket(resource.split(":::", 1)[-1].split("/", 1)[0])
         return s3_access.bucket_policy(bucket) if bucket else None
     if service == "secretsmanager":
-        secret = backends.backend("secretsmanager", _arn_part(resource, 3)).secrets.get(resource)
+        secret = backends.backend("secretsmanager", arn_part(resource, 3)).secrets.get(resource)
         return _parsed(secret.policy) if secret is not None and secret.policy else None
     if service == "lambda":
         return _function_policy(resource)
@@ -140,7 +138,7 @@ def trust_policy(role_arn: str) -> dict | None:
 
 
 def _function_policy(function_arn: str) -> dict | None:
-    lambdas = backends.backend("awslambda", _arn_part(function_arn, 3))
+    lambdas = backends.backend("awslambda", arn_part(function_arn, 3))
     try:
         function = lambdas.get_function(function_arn)
     except Exception:  # noqa: BLE001 — moto raises its own not-found errors; no function, no policy
@@ -258,6 +256,15 @@ GLUE_JOB_OPERATIONS = {"StartJobRun", "GetJobRun", "GetJobRuns", "GetJob", "Dele
 GLUE_DATABASE_OPERATIONS = {"GetDatabase", "CreateDatabase", "UpdateDatabase", "DeleteDatabase"}
 
 
+def catalog_arns(region: str, database: str, table: str | None = None,
+                 account: str = ACCOUNT_ID) -> list[str]:
+    """The ARNs Glue checks for a Data Catalog call: the catalog, the database and (given) the
+    table."""
+    prefix = f"arn:aws:glue:{region}:{account}"
+    arns = [f"{prefix}:catalog", f"{prefix}:database/{database}"]
+    return arns + ([f"{prefix}:table/{database}/{table}"] if table is not None else [])
+
+
 def _glue(request: AwsRequest) -> list[Check] | None:
     """Glue: catalog + database (+ table) ARNs for Data Catalog operations, as Glue documents
     them (GetTables: every table of the database); job and crawler ARNs."""
@@ -273,15 +280,16 @@ def _glue(request: AwsRequest) -> list[Check] | None:
         return [catalog, Check(action, _arn(request, "glue", "database/*"))]
     if operation in GLUE_DATABASE_OPERATIONS:
         database = params.get("Name") or (params.get("DatabaseInput") or {}).get("Name")
-        return [catalog, Check(action, _arn(request, "glue", f"database/{database}"))]
+        return [Check(action, arn) for arn in catalog_arns(request.region, database,
+                                                           account=request.account_id)]
     database = params.get("DatabaseName")
     table = "*" if operation == "GetTables" else (
         params.get("TableName") or params.get("Name") or (params.get("TableInput") or {}).get(
             "Name"))
     if not database or not table:
         return None
-    return [catalog, Check(action, _arn(request, "glue", f"database/{database}")),
-            Check(action, _arn(request, "glue", f"table/{database}/{table}"))]
+    return [Check(action, arn) for arn in catalog_arns(request.region, database, table,
+                                                       request.account_id)]
 
 
 def _lambda(request: AwsRequest) -> list[Check] | None:
@@ -356,8 +364,3 @@ def refusal(request: AwsRequest, check: Check, decision: Decision) -> AwsRespons
     message = denied_message(request.principal, check.action, check.shown or check.resource,
                              decision, quote=request.service == "s3")
     return AwsResponse.error(request, code, message, status)
-
-
-def _arn_part(arn: str, index: int) -> str:
-    parts = arn.split(":")
-    return parts[index] if len(parts) > index else ""

@@ -295,11 +295,8 @@ class Crawl:
     def _require(self, action: str, table: str | None = None) -> None:
         """Fail the crawl unless the role may do ``action`` on the catalog, the database and
         (given) the table, the ARNs Glue checks."""
-        prefix = f"arn:aws:glue:{self.glue.region_name}:{self.glue.account_id}"
-        resources = [f"{prefix}:catalog", f"{prefix}:database/{self.database}"]
-        if table is not None:
-            resources.append(f"{prefix}:table/{self.database}/{table}")
-        for resource in resources:
+        for resource in authorization.catalog_arns(self.glue.region_name, self.database, table,
+                                                   self.glue.account_id):
             authorization.require(self.principal, action, resource)
 
     def run(self) -> None:

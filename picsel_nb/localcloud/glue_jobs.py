@@ -324,7 +324,7 @@ def _download(location: str, directory: Path, role: str) -> Path:
     if not location.startswith("s3://"):
         raise JobSetupError(f"{location} is not an S3 path (s3://bucket/key)")
     bucket, _, key = location[5:].partition("/")
-    session = authorization.role_session(role_sessions.role_arn(role), GLUE_SESSION_NAME)
+    session = authorization.role_session(role, GLUE_SESSION_NAME)
     try:
         authorization.require(session, "s3:GetObject", f"arn:aws:s3:::{bucket}/{key}")
     except authorization.AccessDeniedException as denied:

@@ -154,7 +154,7 @@ def _aws_principal_matches(value: str, principal: Principal) -> bool:
         return True
     if principal.arn is None:
         return False
-    account = value if value.isdigit() else _arn_part(value, 4)
+    account = value if value.isdigit() else arn_part(value, 4)
     if value.isdigit() or value.endswith(":root"):
         return principal.account == account
     if ":role/" in value:  # a role ARN also names every session of that role
@@ -372,7 +372,8 @@ def _as_list(value: object) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def _arn_part(arn: str, index: int) -> str:
+def arn_part(arn: str, index: int) -> str:
+    """Field ``index`` of an ARN (2 service, 3 region, 4 account); "" when it has none."""
     parts = arn.split(":")
     return parts[index] if len(parts) > index else ""
 

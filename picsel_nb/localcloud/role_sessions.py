@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+from moto.iam.models import iam_backends
 from moto.sts.models import sts_backends
 
 from picsel_nb.localcloud.router import ACCOUNT_ID
@@ -23,8 +24,13 @@ _lock = threading.Lock()
 
 
 def role_arn(role: str) -> str:
-    """A role's ARN from what a service was given (Glue accepts a bare role name)."""
-    return role if role.startswith("arn:") else f"arn:aws:iam::{ACCOUNT_ID}:role/{role}"
+    """A role's ARN from what a service was given (Glue accepts a bare role name, which names
+    the account's role of that name, path included)."""
+    if role.startswith("arn:"):
+        return role
+    found = next((r for r in iam_backends[ACCOUNT_ID]["aws"].roles.values() if r.name == role),
+                 None)
+    return found.arn if found else f"arn:aws:iam::{ACCOUNT_ID}:role/{role}"
 
 
 def credentials(role: str, session_name: str, region: str) -> dict[str, str]:
